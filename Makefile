@@ -1,0 +1,112 @@
+# hermes gateway: plain Makefile, dependencies through pkg-config.
+# make                      build everything into build/
+# make test                 unit tests (Check) + integration tests (pytest)
+# make run                  build and run the gateway on its embedded default
+# make SANITIZE=address,undefined test    the same under ASan/UBSan
+
+CC       ?= cc
+PKG_CONFIG ?= pkg-config
+PREFIX   ?= /usr/local
+BUILD    ?= build
+PYTHON   ?= /usr/bin/python3
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -I. -Icommon -Iworker
+ifneq ($(CI),)
+CFLAGS   += -Werror
+endif
+ifneq ($(WERROR),)
+CFLAGS   += -Werror
+endif
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+WORKER_PKGS := libevent libevent_openssl openssl libcjson
+WORKER_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(WORKER_PKGS) 2>/dev/null)
+WORKER_LIBS   := $(shell $(PKG_CONFIG) --libs $(WORKER_PKGS) 2>/dev/null)
+CHECK_CFLAGS  := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+CHECK_LIBS    := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+
+COMMON_SRC  := $(wildcard common/*.c)
+SUP_SRC     := $(filter-out supervisor/main.c,$(wildcard supervisor/*.c))
+WORKER_SRC  := $(filter-out worker/main.c,$(wildcard worker/*.c worker/platforms/*.c worker/net/*.c))
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+FIXTURE_SRC := $(wildcard tests/fixtures/*.c)
+BENCH_SRC   := $(wildcard tests/bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+COMMON_LIB := $(BUILD)/libcommon.a
+SUP_LIB    := $(BUILD)/libsup.a
+WORKER_LIB := $(BUILD)/libworker.a
+SUPERVISOR := $(BUILD)/hermes-supervisor
+WORKER     := $(BUILD)/hermes-worker
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+FIXTURES   := $(patsubst tests/fixtures/%.c,$(BUILD)/fixtures/%,$(FIXTURE_SRC))
+BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all test unit integration run deps install uninstall clean bench
+
+all: $(SUPERVISOR) $(WORKER) $(FIXTURES)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WORKER_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
+
+# The supervisor links libc only: it is compiled without any library flags.
+$(BUILD)/obj/supervisor/%.o: supervisor/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(COMMON_LIB): $(call obj,$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(SUP_LIB): $(call obj,$(SUP_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(WORKER_LIB): $(call obj,$(WORKER_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(SUPERVISOR): $(call obj,supervisor/main.c) $(SUP_LIB) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^
+$(WORKER): $(call obj,worker/main.c) $(WORKER_LIB) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS) -lm
+
+$(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(WORKER_LIB) $(SUP_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS) $(CHECK_LIBS) -lm
+$(BUILD)/fixtures/%: $(call obj,tests/fixtures/%.c) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS) -lm
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CK_FORK=yes $$t; done
+
+integration: all
+	HERMES_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+test: all unit integration
+
+bench: all $(BENCHES)
+	tests/bench/run-all.sh $(BUILD)
+
+# Build, then run the gateway in the foreground on its embedded default
+# (console on 127.0.0.1:8642, echo agent).
+run: all
+	$(SUPERVISOR) --foreground --runtime-dir $(abspath $(BUILD))/run
+
+# Installs what a fresh Debian 12 machine lacks to build, run and test.
+deps:
+	contrib/install-deps.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,58 @@
+/*
+ * util.h - small helpers shared by the supervisor and the worker (libc only).
+ *
+ * Allocation failure is fatal: the x* wrappers never return NULL.
+ */
+#ifndef HERMES_UTIL_H
+#define HERMES_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Returns a newly allocated formatted string. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* CLOCK_MONOTONIC in microseconds / milliseconds. */
+uint64_t mono_usec(void);
+uint64_t mono_msec(void);
+
+/*
+ * Parses a non-negative number of seconds with an optional fraction
+ * ("30", "0.5", "1.25") into microseconds.  Returns 0, or -1 when s is
+ * not such a number or exceeds max_usec.
+ */
+int parse_seconds(const char *s, uint64_t max_usec, uint64_t *usec);
+
+/*
+ * Parses a decimal unsigned integer that must span the whole string.
+ * Returns 0, or -1 on any junk, sign or overflow beyond max.
+ */
+int parse_u64(const char *s, uint64_t max, uint64_t *out);
+
+/*
+ * Writes len bytes to path atomically: a temporary file in the same
+ * directory, fsync, rename, then fsync of the directory.  mode is the
+ * new file's permission.  Returns 0, or -1 with errno set.
+ */
+int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+
+/*
+ * Reads a whole file of at most max bytes into a NUL-terminated buffer
+ * the caller frees.  Returns NULL with errno set (EFBIG when too large).
+ */
+char *read_file(const char *path, size_t max, size_t *len);
+
+/* Creates dir and its parents with mode (like mkdir -p).  Returns 0 or -1. */
+int mkdir_p(const char *dir, unsigned mode);
+
+int fd_set_cloexec(int fd, int on);
+int fd_set_nonblock(int fd, int on);
+
+#endif
