@@ -1,5 +1,6 @@
 /* test_agent.c - the agent front and the echo backend. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
