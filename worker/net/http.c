@@ -70,7 +70,6 @@ struct http_call {
 	int streaming;                  /* chunks go to on_chunk (2xx responses) */
 	int too_big;
 	int req_error;                  /* enum evhttp_request_error + 1, 0 = none */
-	int saved_errno;
 	char *pending_error;            /* a failure found while starting */
 	struct http_call *prev, *next;
 };
@@ -257,24 +256,22 @@ http_describe_failure(struct http_call *call, char *buf, size_t len)
 		snprintf(buf, len, "response larger than %zu bytes", call->max_body);
 		return;
 	}
-	switch (call->saved_errno) {
-	case ECONNREFUSED:
-	case ECONNRESET:
-	case EHOSTUNREACH:
-	case ENETUNREACH:
-	case ETIMEDOUT:
-	case EADDRNOTAVAIL:
-		snprintf(buf, len, "cannot connect to %s: %s", call->hostport,
-		    strerror(call->saved_errno));
+	if (bev != NULL && bufferevent_socket_get_dns_error(bev) != 0) {
+		snprintf(buf, len, "cannot resolve %s: %s", call->hostport,
+		    evutil_gai_strerror(bufferevent_socket_get_dns_error(bev)));
 		return;
-	default:
-		break;
 	}
-	if (call->req_error != 0)
+	if (call->req_error != 0) {
 		snprintf(buf, len, "%s: %s", call->hostport,
 		    http_req_error_text(call->req_error - 1));
-	else
-		snprintf(buf, len, "cannot connect to %s", call->hostport);
+		return;
+	}
+	/*
+	 * evhttp reports a failed connect without its error callback and
+	 * with errno overwritten by its own cleanup: the cause is lost.
+	 */
+	snprintf(buf, len, "cannot connect to %s (connection refused or unreachable)",
+	    call->hostport);
 }
 
 /* evhttp's error callback: remembers why, for the done callback that follows. */
@@ -283,7 +280,6 @@ http_error_cb(enum evhttp_request_error e, void *arg)
 {
 	struct http_call *call = arg;
 
-	call->saved_errno = errno;
 	call->req_error = (int)e + 1;
 }
 
@@ -360,8 +356,6 @@ http_done_cb(struct evhttp_request *req, void *arg)
 	if (call->dead)
 		return;
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
-		if (call->saved_errno == 0)
-			call->saved_errno = errno;
 		http_describe_failure(call, msg, sizeof(msg));
 		http_call_fail(call, msg);
 		return;
