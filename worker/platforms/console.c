@@ -916,6 +916,20 @@ timer_start(struct console *c, uint64_t usec, event_callback_fn cb, void *arg)
 	return ev;
 }
 
+/* A "\u0000" escape would cut a string short after parsing: refuse it. */
+static int
+json_has_nul_escape(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (s[i] != '\\')
+			continue;
+		if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
+			return 1;
+		i++;                    /* skip the escaped character */
+	}
+	return 0;
+}
+
 /* Reads the JSON body of req; NULL with err set when not a JSON object. */
 static cJSON *
 body_json(struct evhttp_request *req, const char **err)
@@ -928,7 +942,12 @@ body_json(struct evhttp_request *req, const char **err)
 		*err = "the request has no body; expected a JSON object";
 		return NULL;
 	}
-	j = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
+	const char *data = (const char *)evbuffer_pullup(in, -1);
+	if (json_has_nul_escape(data, len)) {
+		*err = "strings must not contain NUL characters";
+		return NULL;
+	}
+	j = cJSON_ParseWithLength(data, len);
 	if (j == NULL) {
 		*err = "the body is not valid JSON";
 		return NULL;
