@@ -38,10 +38,6 @@
 
 #include <cjson/cJSON.h>
 
-/* Declared by the hub (worker/hub.h); repeated here so the console builds
- * against either version of the header. */
-cJSON *hub_status_json(struct hub *h);
-
 #define CON_MAX_BODY            65536           /* bytes; more -> 413 */
 #define CON_MAX_HEADERS         16384           /* bytes of request headers */
 #define CON_TIMEOUT_SEC         30              /* idle / header / write timeout */
