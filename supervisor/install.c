@@ -29,7 +29,7 @@
 #define STOP_TIMEOUT_SEC 30
 #define TIMEOUT_STOP_SEC 45
 #define WORKER_WATCHDOG_SEC 10
-#define UNIT_WATCHDOG_SEC 60
+#define UNIT_WATCHDOG_SEC 30
 
 /* A growing string; append-only. */
 struct strbuf {

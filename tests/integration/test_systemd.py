@@ -108,8 +108,9 @@ class Gateway:
         return [p for p in self.c.cgroup_pids(UNIT) if p != main]
 
     def comm(self, pid):
-        r = self.c.run(["cat", f"/proc/{pid}/comm"], check=False)
-        return r.stdout.strip()
+        """The base name of the program pid runs."""
+        r = self.c.run(["readlink", f"/proc/{pid}/exe"], check=False)
+        return os.path.basename(r.stdout.strip())
 
     def worker(self):
         """The one worker's PID, once there is exactly one and it is a hermes-worker."""
@@ -332,3 +333,73 @@ def test_broken_config_fails_with_78(container):
     assert p["NRestarts"] == "0", p
     assert "bogus_key" in container.journal(unit)
     container.systemctl("reset-failed", unit, check=False)
+
+
+def fixture_unit(container, name, worker_args):
+    """A profile unit whose worker is the supervisor's fixture worker."""
+    fixture = BUILD / "fixtures" / "sup_worker"
+    if not fixture.exists():
+        pytest.skip(f"{fixture} is not built")
+    unit = install(container, name, "{}\n")
+    drop_in(container, unit, f" -- {su.MOUNT}/build/fixtures/sup_worker {worker_args}")
+    return unit
+
+
+def fixture_worker(container, unit, not_pid=None):
+    """The one fixture worker of unit (other than not_pid), once there is one."""
+    def one():
+        main = int(container.show(unit, "MainPID")["MainPID"])
+        w = [p for p in container.cgroup_pids(unit) if p != main]
+        return w[0] if len(w) == 1 and w[0] != not_pid else None
+    return su.wait_for(one, 30, what=f"one worker in {unit}")
+
+
+def test_worker_stuck_in_teardown(container):
+    """A worker that says STOPPING=1, ignores TERM and keeps a thread alive is
+    replaced within the stop timeout on reload; on stop it cannot hold the unit."""
+    unit = fixture_unit(container, "stuck", "--ready --watchdog --status fixture-up --on-term stuck")
+    container.systemctl("start", unit)
+    main = int(container.show(unit, "MainPID")["MainPID"])
+    old = fixture_worker(container, unit)
+    t0 = time.monotonic()
+    container.systemctl("reload", unit)
+    new = fixture_worker(container, unit, not_pid=old)
+    elapsed = time.monotonic() - t0
+    su.wait_for(lambda: container.show(unit, "ActiveState")["ActiveState"] == "active", 30,
+                what=f"{unit} active again")
+    p = container.show(unit, "MainPID", "NRestarts", "StatusText")
+    assert int(p["MainPID"]) == main
+    assert p["NRestarts"] == "0"
+    assert old not in container.cgroup_pids(unit)
+    # Not before the stop timeout (it really was stuck), and not much after it.
+    assert STOP_TIMEOUT - 0.5 <= elapsed < STOP_TIMEOUT + 10, f"replaced after {elapsed:.1f}s"
+    assert "stop timeout" in container.journal(unit)
+
+    t0 = time.monotonic()
+    container.systemctl("stop", unit)
+    elapsed = time.monotonic() - t0
+    p = container.show(unit, "ActiveState", "Result")
+    assert p["ActiveState"] == "inactive" and p["Result"] == "success", p
+    assert container.cgroup_pids(unit) == []
+    assert new not in container.cgroup_pids(unit)
+    assert elapsed < TIMEOUT_STOP_SEC, f"stop took {elapsed:.1f}s"
+
+
+def test_credential_reaches_the_worker(container, gateway):
+    """A token in /etc/credstore is passed by LoadCredential= and enforced by the console."""
+    token = "credstore-token-" + str(os.getpid())
+    container.write("/etc/credstore/HERMES_CONSOLE_TOKEN", token, mode=0o600)
+    try:
+        container.systemctl("restart", UNIT)
+        gateway.wait_active()
+        def answered():
+            try:
+                return su.http("GET", gateway.url + "/v1/status", token=token)[0] == 200
+            except OSError:
+                return False
+        su.wait_for(answered, 30, what="the console answering with the token")
+        assert su.http("GET", gateway.url + "/v1/status")[0] == 401
+        assert su.http("GET", gateway.url + "/v1/status", token="wrong")[0] == 401
+    finally:
+        container.run(["rm", "-f", "/etc/credstore/HERMES_CONSOLE_TOKEN"])
+        container.systemctl("stop", UNIT, check=False)
