@@ -298,6 +298,10 @@ def test_worker_signalled(gateway, sig):
     assert gateway.show("NRestarts")["NRestarts"] == "0"
     # Generous bound (loaded machines): well inside systemd's own watchdog.
     assert elapsed < WATCHDOG_SEC, f"replaced after {elapsed:.1f}s"
+    if sig == "STOP":
+        # Caught by the supervisor's watchdog, not by anything else.
+        assert elapsed >= WORKER_WATCHDOG - 0.5, f"replaced after {elapsed:.1f}s"
+        assert "watchdog timeout" in gateway.c.journal(UNIT, lines=30)
 
 
 def test_stop(gateway):
@@ -345,8 +349,8 @@ def fixture_unit(container, name, worker_args):
     return unit
 
 
-def fixture_worker(container, unit, not_pid=None):
-    """The one fixture worker of unit (other than not_pid), once there is one."""
+def unit_worker(container, unit, not_pid=None):
+    """The one worker of unit (other than not_pid), once there is exactly one."""
     def one():
         main = int(container.show(unit, "MainPID")["MainPID"])
         w = [p for p in container.cgroup_pids(unit) if p != main]
@@ -360,10 +364,10 @@ def test_worker_stuck_in_teardown(container):
     unit = fixture_unit(container, "stuck", "--ready --watchdog --status fixture-up --on-term stuck")
     container.systemctl("start", unit)
     main = int(container.show(unit, "MainPID")["MainPID"])
-    old = fixture_worker(container, unit)
+    old = unit_worker(container, unit)
     t0 = time.monotonic()
     container.systemctl("reload", unit)
-    new = fixture_worker(container, unit, not_pid=old)
+    new = unit_worker(container, unit, not_pid=old)
     elapsed = time.monotonic() - t0
     su.wait_for(lambda: container.show(unit, "ActiveState")["ActiveState"] == "active", 30,
                 what=f"{unit} active again")
@@ -403,3 +407,80 @@ def test_credential_reaches_the_worker(container, gateway):
     finally:
         container.run(["rm", "-f", "/etc/credstore/HERMES_CONSOLE_TOKEN"])
         container.systemctl("stop", UNIT, check=False)
+
+
+# The systemd version that introduced each directive the units use (from
+# systemd's NEWS).  The reporter's CentOS 7 runs 219: whatever is newer must
+# be hardening or a convenience that the gateway does without.
+SINCE = {
+    "Description": 1, "Documentation": 1, "Wants": 1, "After": 1, "WantedBy": 1,
+    "Type": 1, "NotifyAccess": 1, "Environment": 1, "ExecStart": 1, "ExecReload": 1,
+    "Restart": 1, "RestartSec": 1, "TimeoutStopSec": 1, "WatchdogSec": 1, "UMask": 1,
+    "CapabilityBoundingSet": 1, "PrivateTmp": 1, "NoNewPrivileges": 187,
+    "RestartPreventExitStatus": 189, "KillMode": 209, "PrivateDevices": 209,
+    "SystemCallErrorNumber": 209, "SystemCallArchitectures": 209, "SystemCallFilter": 187,
+    "RuntimeDirectory": 211, "RestrictAddressFamilies": 211, "ProtectSystem": 214,
+    "ProtectHome": 214, "MemoryDenyWriteExecute": 231, "RestrictRealtime": 231,
+    "DynamicUser": 232, "ProtectKernelTunables": 232, "ProtectKernelModules": 232,
+    "ProtectControlGroups": 232, "RestrictNamespaces": 233, "StateDirectory": 235,
+    "LockPersonality": 235, "ProtectHostname": 242, "RestrictSUIDSGID": 242,
+    "ProtectKernelLogs": 244, "ProtectClock": 245, "LoadCredential": 247,
+}
+HARDENING_OR_CONVENIENCE = {
+    "MemoryDenyWriteExecute", "RestrictRealtime", "DynamicUser", "ProtectKernelTunables",
+    "ProtectKernelModules", "ProtectControlGroups", "RestrictNamespaces", "StateDirectory",
+    "LockPersonality", "ProtectHostname", "RestrictSUIDSGID", "ProtectKernelLogs",
+    "ProtectClock", "LoadCredential",
+}
+
+
+def as_seen_by_219(text):
+    """The unit as systemd 219 applies it: newer directives and values dropped."""
+    out = []
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and not line.startswith("#"):
+            assert key in SINCE, f"unclassified directive {key}"
+            if SINCE[key] > 219:
+                assert key in HARDENING_OR_CONVENIENCE, f"{key} (systemd {SINCE[key]}) is needed"
+                continue
+            if key == "ProtectSystem" and value == "strict":      # 232; 219 ignores it
+                continue
+            if key == "SystemCallFilter" and "@" in value:        # groups: 231
+                continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_unit_runs_as_on_systemd_219(container):
+    """Without the directives newer than 219 the gateway starts, creates its own
+    state directory, and recycles its worker on reload."""
+    require_binaries()
+    port = free_port()
+    container.write("/etc/hermes/gateway-old.json", console_config(port))
+    r = container.run([SUP_INSIDE, "install-service", "--system", "--name", "old", "--config",
+                       "/etc/hermes/gateway-old.json", "--dry-run"])
+    unit = "hermes-gateway-old.service"
+    old_text = as_seen_by_219(r.stdout)
+    assert "DynamicUser" not in old_text and "StateDirectory" not in old_text
+    container.write(f"/etc/systemd/system/{unit}", old_text)
+    drop_in(container, unit)
+    container.run(["rm", "-rf", "/var/lib/hermes-old"])
+    try:
+        container.systemctl("start", unit)
+        url = f"http://127.0.0.1:{port}"
+        main = int(container.show(unit, "MainPID")["MainPID"])
+        su.wait_for(lambda: container.run(["test", "-d", "/var/lib/hermes-old/state"],
+                                          check=False).returncode == 0, 15,
+                    what="the worker creating its state directory")
+        first = unit_worker(container, unit)
+        code, body = su.http("POST", url + "/v1/messages?wait=15",
+                             {"chat_id": CHAT, "user_id": "local", "text": "old systemd"},
+                             timeout=30)
+        assert code == 200 and [x["text"] for x in body["replies"]] == ["old systemd"]
+        container.systemctl("reload", unit)
+        unit_worker(container, unit, not_pid=first)
+        assert int(container.show(unit, "MainPID")["MainPID"]) == main
+    finally:
+        container.systemctl("stop", unit, check=False)
+    assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
