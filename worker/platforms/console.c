@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -37,10 +38,6 @@
 #include <event2/listener.h>
 
 #include <cjson/cJSON.h>
-
-/* Declared by the hub (worker/hub.h); repeated here so the console builds
- * against either version of the header. */
-cJSON *hub_status_json(struct hub *h);
 
 #define CON_MAX_BODY            65536           /* bytes; more -> 413 */
 #define CON_MAX_HEADERS         16384           /* bytes of request headers */
@@ -113,7 +110,7 @@ struct console {
 	struct hub *hub;
 	char *name;
 	char *state_dir;
-	int listen_fd;                  /* inherited socket or -1 */
+	int listen_fd;                  /* inherited socket (never closed) or -1 */
 	struct sockaddr_storage addr;   /* configured address (when binding) */
 	socklen_t addrlen;
 	char *addr_text;                /* "127.0.0.1:8642" */
@@ -916,6 +913,20 @@ timer_start(struct console *c, uint64_t usec, event_callback_fn cb, void *arg)
 	return ev;
 }
 
+/* A "\u0000" escape would cut a string short after parsing: refuse it. */
+static int
+json_has_nul_escape(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (s[i] != '\\')
+			continue;
+		if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
+			return 1;
+		i++;                    /* skip the escaped character */
+	}
+	return 0;
+}
+
 /* Reads the JSON body of req; NULL with err set when not a JSON object. */
 static cJSON *
 body_json(struct evhttp_request *req, const char **err)
@@ -928,7 +939,12 @@ body_json(struct evhttp_request *req, const char **err)
 		*err = "the request has no body; expected a JSON object";
 		return NULL;
 	}
-	j = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
+	const char *data = (const char *)evbuffer_pullup(in, -1);
+	if (json_has_nul_escape(data, len)) {
+		*err = "strings must not contain NUL characters";
+		return NULL;
+	}
+	j = cJSON_ParseWithLength(data, len);
 	if (j == NULL) {
 		*err = "the body is not valid JSON";
 		return NULL;
@@ -1284,7 +1300,18 @@ listen_try(struct console *c)
 		return;
 	}
 	if (c->listen_fd != -1) {
-		fd = c->listen_fd;
+		/*
+		 * evhttp closes the socket it accepts on; give it a copy, so
+		 * the inherited one stays open (a worker re-executing itself
+		 * passes it on, and connections wait in its backlog meanwhile).
+		 */
+		if ((fd = fcntl(c->listen_fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+			char *why = xasprintf("cannot use the inherited socket: %s",
+			    strerror(errno));
+			listen_backoff(c, why);
+			free(why);
+			return;
+		}
 		fd_set_nonblock(fd, 1);
 	} else if ((fd = listen_open(c)) == -1) {
 		char *why = xasprintf("cannot listen on %s: %s", c->addr_text,
@@ -1295,12 +1322,10 @@ listen_try(struct console *c)
 	}
 	c->bound = evhttp_accept_socket_with_handle(c->http, fd);
 	if (c->bound == NULL) {
-		if (c->listen_fd == -1)
-			close(fd);
+		close(fd);
 		listen_backoff(c, "cannot accept on the listening socket");
 		return;
 	}
-	c->listen_fd = -1;              /* the listener owns it now */
 	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(c->bound),
 	    accept_error_cb);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
@@ -1434,7 +1459,6 @@ console_create(const struct plat_env *env, char *err, size_t errlen)
 	for (size_t i = 0; i < CON_INBOX_BUCKETS; i++)
 		LIST_INIT(&c->buckets[i]);
 	if (console_config(c, env, err, errlen) == -1) {
-		c->listen_fd = -1;      /* not ours to close on a config error */
 		console_free(c);
 		return NULL;
 	}
@@ -1600,8 +1624,7 @@ console_free(void *self)
 		explicit_bzero(c->token, strlen(c->token));
 		free(c->token);
 	}
-	if (c->listen_fd != -1)
-		close(c->listen_fd);
+	/* An inherited listen_fd is left open: it belongs to the process. */
 	free(c->addr_text);
 	free(c->name);
 	free(c->state_dir);
