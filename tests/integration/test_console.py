@@ -251,8 +251,13 @@ def test_cross_site_requests_refused(launch):
     body = {"chat_id": "x", "user_id": "local", "text": "/restart"}
     r = c.request("POST", "/v1/messages", body, headers={"Origin": "http://evil.example"})
     assert r.status == 403
-    r = c.request("GET", "/v1/status", headers={"Host": "rebind.example:8642"})
-    assert r.status == 403
+    for host in ("rebind.example:8642", "127.0.0.1.evil.example", "127.evil.example:1",
+                 "localhost.evil.example", "[::1].evil", "127.0.0.1:80x"):
+        r = c.request("GET", "/v1/status", headers={"Host": host})
+        assert r.status == 403, host
+    for host in (f"127.0.0.1:{c.port}", f"localhost:{c.port}", f"[::1]:{c.port}",
+                 "127.0.0.2", "LOCALHOST"):
+        assert c.request("GET", "/v1/status", headers={"Host": host}).status == 200, host
     # same-origin browser requests are fine
     r = c.request("POST", "/v1/messages?wait=20", body | {"text": "hi"},
                   headers={"Origin": f"http://127.0.0.1:{c.port}"})
