@@ -471,3 +471,50 @@ def test_unhandled_messages_kept_across_restart(launch, tmp_path):
         assert "replayed" in w.log()
     finally:
         fake.stop()
+
+
+def test_mutated_bodies_never_hurt(launch):
+    """Seeded random mutations of a valid body: every answer is 202, 400 or
+    413 (never a crash or a hang), and the worker keeps answering."""
+    import random
+    w, c = launch()
+    rng = random.Random(1234)
+    valid = json.dumps({"chat_id": "fz", "user_id": "local", "text": "fuzz ü ok"}).encode()
+    seen = set()
+    for i in range(300):
+        b = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            op = rng.randrange(4)
+            pos = rng.randrange(len(b) + 1)
+            if op == 0 and b:
+                b[min(pos, len(b) - 1)] = rng.randrange(256)
+            elif op == 1:
+                b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+            elif op == 2:
+                del b[pos:pos + rng.randint(1, 8)]
+            else:
+                b[pos:pos] = rng.choice([b'"', b"\\", b"{", b"]", b"\\u0000",
+                                         b"\\ud800", b"\x00", b"\xc0\x80"])
+        r = c.request("POST", "/v1/messages", bytes(b))
+        assert r.status in (202, 400), (bytes(b), r)
+        if r.status == 400:
+            assert r.json()["error"]
+        seen.add(r.status)
+    assert seen == {202, 400}
+    for body in (b"[" * 100000, b'{"a":' * 20000, b"\xef\xbb\xbf{}", b"\x00" * 100):
+        r = c.request("POST", "/v1/messages", body)
+        assert r.status in (400, 413), (body[:20], r)
+    assert w.alive()
+    echo_ok(c)
+
+
+def test_many_idle_connections(launch):
+    w, c = launch()
+    socks = [socket.create_connection(("127.0.0.1", c.port)) for _ in range(300)]
+    try:
+        echo_ok(c)
+        assert c.status()["worker_pid"] == w.pid
+    finally:
+        for s in socks:
+            s.close()
+    echo_ok(c)
