@@ -518,3 +518,23 @@ def test_many_idle_connections(launch):
         for s in socks:
             s.close()
     echo_ok(c)
+
+
+def test_clients_that_leave_while_waiting(launch):
+    """Long-polls and POST ?wait whose clients hang up before the answer:
+    their answers go nowhere, the messages are still handled."""
+    w, c = launch()
+    top = c.messages("gone")["last"]
+    for raw in (f"GET /v1/chats/gone/messages?after={top + 10**6}&wait=1 HTTP/1.1\r\n"
+                "Host: 127.0.0.1\r\n\r\n",
+                "POST /v1/messages?wait=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Length: 50\r\n\r\n"
+                + json.dumps({"chat_id": "gone", "user_id": "u", "text": "bye!!"}).ljust(50)):
+        s = socket.create_connection(("127.0.0.1", c.port))
+        s.sendall(raw.encode())
+        time.sleep(0.1)
+        s.close()
+    time.sleep(1.5)                     # both waits have ended by now
+    assert w.alive()
+    assert "bye!!" in [m["text"] for m in c.messages("gone")["messages"]]
+    echo_ok(c)
