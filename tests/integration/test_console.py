@@ -525,11 +525,11 @@ def test_clients_that_leave_while_waiting(launch):
     their answers go nowhere, the messages are still handled."""
     w, c = launch()
     top = c.messages("gone")["last"]
+    body = json.dumps({"chat_id": "gone", "user_id": "u", "text": "bye!!"})
     for raw in (f"GET /v1/chats/gone/messages?after={top + 10**6}&wait=1 HTTP/1.1\r\n"
                 "Host: 127.0.0.1\r\n\r\n",
                 "POST /v1/messages?wait=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Content-Length: 50\r\n\r\n"
-                + json.dumps({"chat_id": "gone", "user_id": "u", "text": "bye!!"}).ljust(50)):
+                f"Content-Length: {len(body)}\r\n\r\n{body}"):
         s = socket.create_connection(("127.0.0.1", c.port))
         s.sendall(raw.encode())
         time.sleep(0.1)
