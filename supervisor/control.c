@@ -1,0 +1,326 @@
+/* control.c - lock, state file, status/restart/stop, daemon mode. */
+#include "control.h"
+#include "log.h"
+#include "notify.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define STATE_MAX 8192
+
+char *
+control_runtime_dir(const char *opt)
+{
+	const char *rd = getenv("RUNTIME_DIRECTORY"), *xdg = getenv("XDG_RUNTIME_DIR");
+
+	if (opt != NULL)
+		return xstrdup(opt);
+	if (rd != NULL && *rd != '\0')
+		return xstrndup(rd, strcspn(rd, ":"));
+	if (xdg != NULL && *xdg != '\0')
+		return xasprintf("%s/hermes", xdg);
+	if (geteuid() == 0)
+		return xstrdup("/run/hermes");
+	return NULL;
+}
+
+static void
+on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* flock() that gives up after usec: returns 0, or -1 (errno EWOULDBLOCK on timeout). */
+static int
+flock_wait(int fd, int op, uint64_t usec)
+{
+	struct sigaction sa, old;
+	struct itimerval it, none;
+	int r, saved;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;       /* no SA_RESTART: the alarm interrupts flock */
+	sigaction(SIGALRM, &sa, &old);
+	memset(&it, 0, sizeof(it));
+	memset(&none, 0, sizeof(none));
+	it.it_value.tv_sec = (time_t)(usec / 1000000);
+	it.it_value.tv_usec = (suseconds_t)(usec % 1000000);
+	if (usec == 0)
+		it.it_value.tv_usec = 1;
+	setitimer(ITIMER_REAL, &it, NULL);
+	r = flock(fd, op);
+	saved = errno;
+	setitimer(ITIMER_REAL, &none, NULL);
+	sigaction(SIGALRM, &old, NULL);
+	errno = (r < 0 && saved == EINTR) ? EWOULDBLOCK : saved;
+	return r;
+}
+
+/* The pid recorded in the lock file by its holder, or 0. */
+static pid_t
+lock_holder(const char *path)
+{
+	char *s = read_file(path, 64, NULL);
+	uint64_t pid = 0;
+
+	if (s != NULL) {
+		s[strcspn(s, "\n")] = '\0';
+		if (parse_u64(s, 4194304, &pid) < 0)
+			pid = 0;
+	}
+	free(s);
+	return (pid_t)pid;
+}
+
+int
+control_lock(const char *dir, int replace, uint64_t wait_usec)
+{
+	char *path = xasprintf("%s/lock", dir), buf[32];
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	pid_t holder;
+
+	if (fd < 0)
+		fatal("cannot open %s", path);
+	/* A short wait tolerates a `status` probe holding a shared lock. */
+	if (flock_wait(fd, LOCK_EX, 200000) < 0) {
+		holder = lock_holder(path);
+		if (!replace)
+			fatal_status(1, "another hermes-supervisor (pid %ld) is running in %s; "
+			    "stop it first or use --replace", (long)holder, dir);
+		log_info("replacing the supervisor (pid %ld) running in %s", (long)holder, dir);
+		if (holder > 1)
+			kill(holder, SIGTERM);
+		if (flock_wait(fd, LOCK_EX, wait_usec) < 0)
+			fatal_status(1, "the supervisor (pid %ld) in %s did not stop in time",
+			    (long)holder, dir);
+	}
+	snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, strlen(buf), 0) < 0)
+		log_warn("cannot write %s", path);
+	free(path);
+	return fd;
+}
+
+void
+control_write_state(const char *dir, const struct control_state *st)
+{
+	char *path = xasprintf("%s/state", dir);
+	char *s = xasprintf("supervisor_pid: %ld\nworker_pid: %ld\nstate: %s\ngeneration: %u\n"
+	    "started: %lld\nworker_started: %lld\nrestarts: %lu\nlast_exit: %s\n"
+	    "worker_status: %s\nstop_timeout_usec: %llu\n",
+	    (long)getpid(), (long)st->worker_pid, st->state, st->generation,
+	    (long long)st->started, (long long)st->worker_started, st->restarts,
+	    st->last_exit, st->worker_status, (unsigned long long)st->stop_timeout);
+
+	if (write_file_atomic(path, s, strlen(s), 0644) < 0)
+		log_warn("cannot write %s", path);
+	free(s);
+	free(path);
+}
+
+/* Finds "key: value" in a state file; returns the value (borrowed, trimmed) or "". */
+static const char *
+state_get(char *buf, const char *key, char *out, size_t outsz)
+{
+	size_t klen = strlen(key);
+	char *p = buf;
+
+	out[0] = '\0';
+	while (p != NULL && *p != '\0') {
+		if (strncmp(p, key, klen) == 0 && p[klen] == ':' && p[klen + 1] == ' ') {
+			snprintf(out, outsz, "%.*s", (int)strcspn(p + klen + 2, "\n"), p + klen + 2);
+			break;
+		}
+		p = strchr(p, '\n');
+		p = p != NULL ? p + 1 : NULL;
+	}
+	return out;
+}
+
+/* 1 when a supervisor holds the lock of dir. */
+static int
+is_running(const char *dir)
+{
+	char *path = xasprintf("%s/lock", dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC), running = 0;
+
+	free(path);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0)
+		running = errno == EWOULDBLOCK;
+	close(fd);
+	return running;
+}
+
+/* Reads the state file; NULL (and a message) when there is none. */
+static char *
+read_state(const char *dir)
+{
+	char *path = xasprintf("%s/state", dir);
+	char *s = read_file(path, STATE_MAX, NULL);
+
+	free(path);
+	return s;
+}
+
+static long long
+state_num(char *s, const char *key)
+{
+	char v[32];
+
+	return strtoll(state_get(s, key, v, sizeof(v)), NULL, 10);
+}
+
+int
+control_status(const char *dir)
+{
+	static const char *const keys[] = { "supervisor_pid", "worker_pid", "state",
+	    "generation", "uptime", "restarts", "last_exit", "worker_status" };
+	int running = is_running(dir);
+	char *s = read_state(dir), v[NOTIFY_MAX_STATUS + 64];
+	size_t i;
+
+	if (s == NULL) {
+		printf("state: %s\n", running ? "starting" : "stopped");
+		return running ? 0 : 3;
+	}
+	for (i = 0; i < ARRAY_LEN(keys); i++) {
+		if (strcmp(keys[i], "uptime") == 0)
+			printf("uptime: %llds\n", running ? (long long)time(NULL) -
+			    state_num(s, "started") : 0LL);
+		else if (!running && strcmp(keys[i], "state") == 0)
+			printf("state: stopped\n");
+		else if (!running && strcmp(keys[i], "worker_pid") == 0)
+			printf("worker_pid: 0\n");
+		else
+			printf("%s: %s\n", keys[i], state_get(s, keys[i], v, sizeof(v)));
+	}
+	free(s);
+	return running ? 0 : 3;
+}
+
+/* Waits with short naps (a client command, not the supervisor's loop). */
+static void
+nap(void)
+{
+	struct timespec ts = { 0, 20 * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+int
+control_restart(const char *dir)
+{
+	char *s = read_state(dir), v[64];
+	pid_t pid = s != NULL ? (pid_t)state_num(s, "supervisor_pid") : 0;
+	long long gen = s != NULL ? state_num(s, "generation") : 0;
+	uint64_t deadline = mono_usec() + 60000000ull +
+	    (s != NULL ? (uint64_t)state_num(s, "stop_timeout_usec") : 0);
+
+	free(s);
+	if (!is_running(dir) || pid <= 0 || kill(pid, SIGHUP) < 0) {
+		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
+		return 3;
+	}
+	while (mono_usec() < deadline && is_running(dir)) {
+		s = read_state(dir);
+		if (s != NULL && state_num(s, "generation") > gen &&
+		    strcmp(state_get(s, "state", v, sizeof(v)), "ready") == 0) {
+			printf("worker %lld ready (generation %lld)\n", state_num(s, "worker_pid"),
+			    state_num(s, "generation"));
+			free(s);
+			return 0;
+		}
+		free(s);
+		nap();
+	}
+	fprintf(stderr, "the new worker did not become ready\n");
+	return 1;
+}
+
+int
+control_stop(const char *dir)
+{
+	char *s = read_state(dir), *path = xasprintf("%s/lock", dir);
+	pid_t pid = s != NULL ? (pid_t)state_num(s, "supervisor_pid") : 0;
+	uint64_t wait = 10000000ull + (s != NULL ? (uint64_t)state_num(s, "stop_timeout_usec") : 0);
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+
+	free(s);
+	free(path);
+	if (fd < 0 || !is_running(dir) || pid <= 0 || kill(pid, SIGTERM) < 0) {
+		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
+		r = 3;
+	} else if (flock_wait(fd, LOCK_SH, wait) < 0) {
+		fprintf(stderr, "hermes-supervisor (pid %ld) did not stop in time\n", (long)pid);
+		r = 1;
+	}
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int
+control_daemonize(void)
+{
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0)
+		fatal("cannot detach");
+	if (pid > 0) {
+		ssize_t n;
+
+		close(p[1]);
+		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1)
+			_exit(0);
+		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+			_exit(WEXITSTATUS(status));
+		_exit(1);
+	}
+	close(p[0]);
+	if (setsid() < 0)
+		fatal("setsid");
+	return p[1];
+}
+
+void
+control_redirect_output(const char *logpath)
+{
+	int fd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+	if (fd < 0) {
+		log_warn("cannot open %s", logpath);
+		return;
+	}
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+}
+
+void
+control_detached(int fd, const char *logpath)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		close(null);
+	}
+	control_redirect_output(logpath);
+	(void)!write(fd, "", 1);
+	close(fd);
+}

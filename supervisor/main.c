@@ -1,0 +1,145 @@
+/* main.c - hermes-supervisor: sequences the setup steps, then runs the loop. */
+#include "args.h"
+#include "control.h"
+#include "listen.h"
+#include "log.h"
+#include "sup.h"
+#include "upstream.h"
+#include "util.h"
+
+#if defined(__has_include)
+#if __has_include("install.h")
+#include "install.h"
+#define HAVE_INSTALL 1
+#endif
+#endif
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VERSION "0.1.0"
+
+/* The default worker: hermes-worker beside this program, given --config FILE. */
+static char **
+default_worker(const char *config)
+{
+	char self[PATH_MAX], **argv = xcalloc(4, sizeof(*argv));
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (n <= 0)
+		fatal("cannot find my own path in /proc/self/exe");
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	*slash = '\0';
+	argv[0] = xasprintf("%s/hermes-worker", self);
+	if (config != NULL) {
+		argv[1] = xstrdup("--config");
+		argv[2] = xstrdup(config);
+	}
+	return argv;
+}
+
+static void
+open_listeners(const struct sup_args *a, struct listen_set *ls)
+{
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < a->nlisten; i++)
+		if (listen_open(ls, a->listen[i], err, sizeof(err)) < 0)
+			fatalx("%s", err);
+}
+
+static void
+write_pidfile(const char *path)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write_file_atomic(path, buf, strlen(buf), 0644) < 0)
+		fatal("cannot write %s", path);
+}
+
+/* Runs the supervisor proper; returns its exit status. */
+static int
+run(const struct sup_args *a, const char *rundir)
+{
+	struct listen_set ls = { NULL, 0 };
+	char **argv = a->worker_argv, *logpath = NULL, *pidfile = NULL;
+	int detach = !a->foreground && getpid() != 1, dfd = -1, code;
+	struct sup *s;
+
+	listen_inherit(&ls);            /* before any fork: LISTEN_PID is our pid */
+	upstream_init();
+	open_listeners(a, &ls);
+	if (argv == NULL)
+		argv = default_worker(a->config);
+	if (mkdir_p(rundir, 0755) < 0)
+		fatal("cannot create the runtime directory %s", rundir);
+	if (detach)
+		dfd = control_daemonize();
+	(void)control_lock(rundir, a->replace, a->stop_timeout + 5000000);
+	if (detach) {
+		logpath = xasprintf("%s/supervisor.log", rundir);
+		log_init("hermes-supervisor", logpath);
+	}
+	if (a->pidfile != NULL || detach)
+		pidfile = a->pidfile ? xstrdup(a->pidfile) : xasprintf("%s/supervisor.pid", rundir);
+	if (pidfile != NULL)
+		write_pidfile(pidfile);
+	s = sup_new(a, argv, rundir, &ls, logpath);
+	if (detach)
+		control_detached(dfd, logpath);
+	code = sup_run(s);
+	sup_free(s);
+	if (pidfile != NULL)
+		unlink(pidfile);
+	listen_close(&ls);
+	free(pidfile);
+	free(logpath);
+	return code;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sup_args a;
+	char err[256], *rundir;
+	int code;
+
+	log_init("hermes-supervisor", NULL);
+	if (args_parse(&a, argc, argv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hermes-supervisor: %s\n%s", err, args_usage());
+		return 2;
+	}
+	if (a.cmd == CMD_HELP || a.cmd == CMD_VERSION) {
+		fputs(a.cmd == CMD_HELP ? args_usage() : "hermes-supervisor " VERSION "\n", stdout);
+		return 0;
+	}
+	if (a.cmd == CMD_INSTALL || a.cmd == CMD_UNINSTALL) {
+#ifdef HAVE_INSTALL
+		return install_service_main(argc - 1, argv + 1);
+#else
+		fatal_status(2, "%s is not available in this build", argv[1]);
+#endif
+	}
+	rundir = control_runtime_dir(a.runtime_dir);
+	if (rundir == NULL)
+		fatal_status(2, "no runtime directory: set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR, "
+		    "or pass --runtime-dir");
+	if (a.cmd == CMD_STATUS)
+		code = control_status(rundir);
+	else if (a.cmd == CMD_RESTART)
+		code = control_restart(rundir);
+	else if (a.cmd == CMD_STOP)
+		code = control_stop(rundir);
+	else
+		code = run(&a, rundir);
+	free(rundir);
+	args_free(&a);
+	return code;
+}

@@ -1,0 +1,13 @@
+/*
+ * registry.c - the table of every platform the worker knows.
+ *
+ * Adding a platform: one file pair in worker/platforms/ exporting its
+ * struct platform_ops, and one line here.
+ */
+#include "platform.h"
+#include "platforms/console.h"
+
+const struct platform_ops *const platform_table[] = {
+	&console_ops,
+	NULL,
+};
