@@ -1542,7 +1542,6 @@ stop_finish(evutil_socket_t fd, short what, void *arg)
 	state_save_inbox(c);
 	sent_flush(c);
 	hub_platform_state(c->hub, c->name, PLAT_STOPPED, NULL);
-	log_info("console: stopped");
 	c->stopped_cb = NULL;
 	if (cb != NULL)
 		cb(c->stopped_arg);
