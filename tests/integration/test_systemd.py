@@ -233,6 +233,17 @@ def test_install_service_in_container(container, gateway):
     v = container.run(["systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{UNIT}"],
                       check=False)
     assert v.returncode == 0 and v.stderr.strip() == "", v.stdout + v.stderr
+    # Running it again rewrites its own unit; a unit it did not write is left alone.
+    r = container.run([SUP_INSIDE, "install-service", "--config", "/etc/hermes/gateway.json"],
+                      check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert container.run(["cat", f"/etc/systemd/system/{UNIT}"]).stdout == text
+    container.write("/etc/systemd/system/hermes-gateway-foreign.service",
+                    "[Service]\nExecStart=/bin/true\n")
+    r = container.run([SUP_INSIDE, "install-service", "--name", "foreign"], check=False)
+    assert r.returncode == 1 and "not written by install-service" in r.stderr
+    assert "ExecStart=/bin/true" in container.run(
+        ["cat", "/etc/systemd/system/hermes-gateway-foreign.service"]).stdout
 
 
 def test_start(gateway):
@@ -336,7 +347,17 @@ def test_broken_config_fails_with_78(container):
     assert p["ActiveState"] == "failed", p
     assert p["NRestarts"] == "0", p
     assert "bogus_key" in container.journal(unit)
+    # uninstall-service stops, disables and removes it, and systemd forgets it.
+    r = container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "broken"],
+                      check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert container.run(["test", "-e", f"/etc/systemd/system/{unit}"],
+                         check=False).returncode != 0
     container.systemctl("reset-failed", unit, check=False)
+    assert container.show(unit, "LoadState")["LoadState"] == "not-found"
+    r = container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "broken"],
+                      check=False)
+    assert r.returncode == 1 and "not installed" in r.stderr
 
 
 def fixture_unit(container, name, worker_args):
@@ -484,3 +505,12 @@ def test_unit_runs_as_on_systemd_219(container):
     finally:
         container.systemctl("stop", unit, check=False)
     assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_no_sanitizer_reports_in_journal(container):
+    """Last: nothing the gateway logged inside the container is a sanitizer report."""
+    r = container.run(["journalctl", "--no-pager", "-o", "cat"], check=False)
+    assert "started worker" in r.stdout, "the journal holds no gateway messages"
+    bad = [line for line in r.stdout.splitlines()
+           if "AddressSanitizer" in line or "runtime error:" in line or "LeakSanitizer" in line]
+    assert bad == [], "\n".join(bad[:20])
