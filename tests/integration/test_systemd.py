@@ -507,6 +507,51 @@ def test_unit_runs_as_on_systemd_219(container):
     assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
 
 
+def test_user_unit(container):
+    """install-service --user under a real user manager: start, reload, stop, uninstall."""
+    require_binaries()
+    why = container.start_user_manager()
+    if why is not None:
+        pytest.skip(f"no user manager in the container: {why}")
+    port = free_port()
+    container.run(["install", "-d", "-m", "700", "/root/.hermes"])
+    container.write("/root/.hermes/gateway.json", console_config(port))
+    r = container.user([SUP_INSIDE, "install-service", "--user"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/root/.config/systemd/user/hermes-gateway.service" in r.stdout
+    assert container.user(["systemctl", "--user", "is-enabled", UNIT],
+                          check=False).stdout.strip() == "enabled"
+
+    def show(*props):
+        out = container.user(["systemctl", "--user", "show", "-p", ",".join(props), UNIT]).stdout
+        return dict(line.partition("=")[::2] for line in out.splitlines())
+
+    try:
+        container.user(["systemctl", "--user", "start", UNIT])
+        p = show("ActiveState", "MainPID", "StatusText")
+        assert p["ActiveState"] == "active", p
+        main = int(p["MainPID"])
+        assert "/root/.hermes/gateway.json" in container.run(
+            ["cat", f"/proc/{main}/cmdline"]).stdout.replace("\0", " ")
+        assert "--runtime-dir /run/user/0/hermes" in container.run(
+            ["cat", f"/proc/{main}/cmdline"]).stdout.replace("\0", " ")
+        first = su.wait_for(lambda: re.search(r"worker (\d+)", show("StatusText")["StatusText"]),
+                            15, what="the worker in StatusText").group(1)
+        code, body = su.http("POST", f"http://127.0.0.1:{port}/v1/messages?wait=15",
+                             {"chat_id": CHAT, "user_id": "local", "text": "user unit"}, timeout=30)
+        assert code == 200 and [x["text"] for x in body["replies"]] == ["user unit"]
+        container.user(["systemctl", "--user", "reload", UNIT])
+        su.wait_for(lambda: (m := re.search(r"ready: worker (\d+)", show("StatusText")["StatusText"]))
+                    and m.group(1) != first, 30, what="a new worker after reload")
+        assert int(show("MainPID")["MainPID"]) == main
+        st = container.run([SUP_INSIDE, "status", "--runtime-dir", "/run/user/0/hermes"], check=False)
+        assert st.returncode == 0 and f"supervisor_pid: {main}" in st.stdout, st.stdout + st.stderr
+    finally:
+        r = container.user([SUP_INSIDE, "uninstall-service", "--user"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert show("LoadState", "ActiveState") in ({"LoadState": "not-found", "ActiveState": "inactive"},)
+
+
 def test_no_sanitizer_reports_in_journal(container):
     """Last: nothing the gateway logged inside the container is a sanitizer report."""
     r = container.run(["journalctl", "--no-pager", "-o", "cat"], check=False)
