@@ -8,6 +8,7 @@ then shortens the timeouts so the scenarios run in seconds.  Everything is
 checked through systemctl and the unit's cgroup.  Where the container
 cannot run, the tests are skipped with the reason.
 """
+import json
 import os
 import re
 import shutil
@@ -223,6 +224,31 @@ def test_generated_units_verify_and_make_install(tmp_path):
     left = [str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()]
     assert left == [], left
 
+
+def test_example_config_is_valid(tmp_path):
+    """contrib/gateway.example.json passes the worker's own validation (for every
+    platform this build has; a section for a platform not built in is dropped)."""
+    require_binaries()
+    cfg = json.loads((ROOT / "contrib" / "gateway.example.json").read_text())
+    assert cfg["platforms"]["console"]["listen"] == "127.0.0.1:8642"
+    env = dict(os.environ, HERMES_HOME=str(tmp_path))
+    for _ in range(len(cfg["platforms"]) + 1):
+        path = tmp_path / "gateway.json"
+        path.write_text(json.dumps(cfg))
+        r = subprocess.run([str(BUILD / "hermes-worker"), "--check-config", "--config", str(path)],
+                           capture_output=True, text=True, timeout=30, env=env)
+        m = re.search(r'"platforms\.(\w+)": unknown platform', r.stderr)
+        if r.returncode == 78 and m and m.group(1) != "console":
+            del cfg["platforms"][m.group(1)]
+            continue
+        break
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "configuration OK" in r.stdout
+    bad = dict(cfg, unknown_top_key=1)
+    path.write_text(json.dumps(bad))
+    r = subprocess.run([str(BUILD / "hermes-worker"), "--check-config", "--config", str(path)],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 78 and "unknown_top_key" in r.stderr
 
 def test_install_service_in_container(container, gateway):
     """install-service wrote and enabled the unit, and systemd accepts it (with the drop-in)."""
