@@ -967,7 +967,8 @@ tg_poll(struct tg *tg)
 		tg_fmt_i64(num, sizeof(num), tg->next_offset);
 		cJSON_AddRawToObject(body, "offset", num);
 	}
-	tg->poll_call = tg_call(tg, "getUpdates", body, tg->poll_timeout + 15.0,
+	/* Telegram holds the poll for poll_timeout: allow a little more for the answer. */
+	tg->poll_call = tg_call(tg, "getUpdates", body, tg->poll_timeout * 1.25 + 5.0,
 	    TG_POLL_MAX_BODY, tg_poll_done, tg);
 	if (tg->poll_call == NULL)
 		tg_fail(tg, "getUpdates", TG_TRANSIENT, 0, "the request could not be started");
