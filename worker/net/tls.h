@@ -14,5 +14,10 @@ struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *t);
 /* A new SSL for a connection to host: SNI and host-name verification set. */
 SSL *tls_ssl_new(struct tls_ctx *t, const char *host);
+/*
+ * Why the peer's certificate was refused on this connection (e.g.
+ * "unable to get local issuer certificate"), or "" when it was not.
+ */
+const char *tls_verify_error(SSL *ssl);
 
 #endif

@@ -1,0 +1,577 @@
+/*
+ * http.c - an asynchronous HTTP/1.1 client on libevent's evhttp.
+ *
+ * One evhttp connection per request ("Connection: close"), over
+ * bufferevent_openssl for https.  Names are resolved through evdns.
+ *
+ * Life cycle of a call: running -> dead.  A call becomes dead when it
+ * completes, fails, times out or is cancelled; from then on every evhttp
+ * callback that still reaches it is ignored, and the connection is freed
+ * later from a zero-timeout "reaper" event, never inside evhttp's own
+ * callback chain (evhttp touches the connection after our callbacks
+ * return).  The user's done callback runs at most once, and never from
+ * inside http_request().
+ *
+ * Never logged: the Authorization header, the URL's path and query (a
+ * Telegram bot token lives there), bodies.
+ */
+#include "net/http.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "log.h"
+#include "net/tls.h"
+#include "util.h"
+
+#define HTTP_DEFAULT_MAX_BODY   (1024 * 1024)
+#define HTTP_MAX_HEADERS        (64 * 1024)
+#define HTTP_DEFAULT_TIMEOUT    30.0
+
+struct http_client {
+	struct event_base *base;
+	struct evdns_base *dns;
+	int own_dns;
+	struct tls_ctx *tls;
+	struct http_call *calls;        /* running and dead ones */
+	struct event *reaper;
+};
+
+struct http_call {
+	struct http_client *c;
+	struct evhttp_connection *conn;
+	struct evhttp_request *req;     /* NULL once evhttp is done with it */
+	SSL *ssl;                       /* owned by the bufferevent; NULL for http */
+	struct event *timer;            /* whole-request deadline, or a pending failure */
+	http_done_fn cb;
+	http_chunk_fn on_chunk;
+	void *arg;
+	char *hostport;                 /* for messages: "host:port" */
+	double timeout;
+	size_t max_body;
+	size_t got;                     /* body bytes seen */
+	struct evbuffer *body;          /* buffered body */
+	int dead;
+	int starting;                   /* inside http_request() */
+	int streaming;                  /* chunks go to on_chunk (2xx responses) */
+	int too_big;
+	int req_error;                  /* enum evhttp_request_error + 1, 0 = none */
+	char *pending_error;            /* a failure found while starting */
+	struct http_call *prev, *next;
+};
+
+static void http_reaper_cb(evutil_socket_t, short, void *);
+static void http_timer_cb(evutil_socket_t, short, void *);
+
+struct http_client *
+http_client_new(struct event_base *base, struct evdns_base *dns, struct tls_ctx *tls)
+{
+	struct http_client *c = xcalloc(1, sizeof(*c));
+
+	c->base = base;
+	c->tls = tls;
+	c->dns = dns;
+	if (c->dns == NULL) {
+		/* Never fall back to a blocking getaddrinfo on the loop. */
+		c->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+		    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		if (c->dns == NULL)
+			fatalx("http: cannot create a DNS resolver");
+		c->own_dns = 1;
+	}
+	c->reaper = evtimer_new(base, http_reaper_cb, c);
+	if (c->reaper == NULL)
+		fatalx("http: cannot create an event");
+	return c;
+}
+
+/* Frees a call and its connection; never from inside evhttp's callbacks. */
+static void
+http_call_free(struct http_call *call)
+{
+	struct http_client *c = call->c;
+
+	if (call->prev != NULL)
+		call->prev->next = call->next;
+	else
+		c->calls = call->next;
+	if (call->next != NULL)
+		call->next->prev = call->prev;
+	/* Frees a pending request too, without calling its callbacks. */
+	if (call->conn != NULL)
+		evhttp_connection_free(call->conn);
+	if (call->timer != NULL)
+		event_free(call->timer);
+	if (call->body != NULL)
+		evbuffer_free(call->body);
+	free(call->pending_error);
+	free(call->hostport);
+	free(call);
+}
+
+void
+http_client_free(struct http_client *c)
+{
+	if (c == NULL)
+		return;
+	while (c->calls != NULL)
+		http_call_free(c->calls);
+	event_free(c->reaper);
+	if (c->own_dns)
+		evdns_base_free(c->dns, 0);
+	free(c);
+}
+
+/* Frees the dead calls, from the event loop. */
+static void
+http_reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_client *c = arg;
+	struct http_call *call, *next;
+
+	(void)fd;
+	(void)what;
+	for (call = c->calls; call != NULL; call = next) {
+		next = call->next;
+		if (call->dead)
+			http_call_free(call);
+	}
+}
+
+/* Marks a call dead and schedules its connection to be freed from the loop. */
+static void
+http_call_kill(struct http_call *call)
+{
+	static const struct timeval zero = { 0, 0 };
+
+	call->dead = 1;
+	if (call->timer != NULL)
+		evtimer_del(call->timer);
+	evtimer_add(call->c->reaper, &zero);
+}
+
+/* Ends a call with a transport error (status 0). */
+static void
+http_call_fail(struct http_call *call, const char *error)
+{
+	static const struct timeval zero = { 0, 0 };
+	struct http_response r = { 0 };
+
+	if (call->dead)
+		return;
+	if (call->starting) {
+		/* Deliver it from the loop: the caller is still in http_request(). */
+		if (call->pending_error == NULL)
+			call->pending_error = xstrdup(error);
+		evtimer_add(call->timer, &zero);
+		return;
+	}
+	http_call_kill(call);
+	r.status = 0;
+	r.error = error;
+	r.body = "";
+	log_debug("http: %s: %s", call->hostport, error);
+	call->cb(call->arg, &r);
+}
+
+/* The deadline of the whole request, or a failure found while starting. */
+static void
+http_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_call *call = arg;
+	char msg[128];
+
+	(void)fd;
+	(void)what;
+	if (call->pending_error != NULL) {
+		snprintf(msg, sizeof(msg), "%s", call->pending_error);
+		http_call_fail(call, msg);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "timed out after %g s", call->timeout);
+	http_call_fail(call, msg);
+}
+
+/* The text of an evhttp request error. */
+static const char *
+http_req_error_text(int e)
+{
+	switch (e) {
+	case EVREQ_HTTP_TIMEOUT:
+		return "timed out";
+	case EVREQ_HTTP_EOF:
+		return "connection closed before a complete response";
+	case EVREQ_HTTP_INVALID_HEADER:
+		return "invalid HTTP response";
+	case EVREQ_HTTP_BUFFER_ERROR:
+		return "connection error";
+	case EVREQ_HTTP_DATA_TOO_LONG:
+		return "response too large";
+	default:
+		return "request failed";
+	}
+}
+
+/* Describes why a call failed at the transport level into buf. */
+static void
+http_describe_failure(struct http_call *call, char *buf, size_t len)
+{
+	const char *verify = tls_verify_error(call->ssl);
+	struct bufferevent *bev;
+	unsigned long ssl_err = 0;
+	char why[256];
+
+	if (call->too_big) {
+		snprintf(buf, len, "response larger than %zu bytes", call->max_body);
+		return;
+	}
+	if (verify[0] != '\0') {
+		snprintf(buf, len, "TLS certificate verification failed for %s: %s",
+		    call->hostport, verify);
+		return;
+	}
+	bev = call->conn != NULL ? evhttp_connection_get_bufferevent(call->conn) : NULL;
+	if (bev != NULL && call->ssl != NULL)
+		ssl_err = bufferevent_get_openssl_error(bev);
+	if (ssl_err != 0) {
+		ERR_error_string_n(ssl_err, why, sizeof(why));
+		snprintf(buf, len, "TLS failure with %s: %s", call->hostport, why);
+		return;
+	}
+	if (call->req_error - 1 == EVREQ_HTTP_DATA_TOO_LONG) {
+		snprintf(buf, len, "response larger than %zu bytes", call->max_body);
+		return;
+	}
+	if (bev != NULL && bufferevent_socket_get_dns_error(bev) != 0) {
+		snprintf(buf, len, "cannot resolve %s: %s", call->hostport,
+		    evutil_gai_strerror(bufferevent_socket_get_dns_error(bev)));
+		return;
+	}
+	if (call->req_error != 0) {
+		snprintf(buf, len, "%s: %s", call->hostport,
+		    http_req_error_text(call->req_error - 1));
+		return;
+	}
+	/*
+	 * evhttp reports a failed connect without its error callback and
+	 * with errno overwritten by its own cleanup: the cause is lost.
+	 */
+	snprintf(buf, len, "cannot connect to %s (connection refused or unreachable)",
+	    call->hostport);
+}
+
+/* evhttp's error callback: remembers why, for the done callback that follows. */
+static void
+http_error_cb(enum evhttp_request_error e, void *arg)
+{
+	struct http_call *call = arg;
+
+	call->req_error = (int)e + 1;
+}
+
+/* Streams a piece of a 2xx body to on_chunk; other bodies are buffered. */
+static void
+http_chunk_cb(struct evhttp_request *req, void *arg)
+{
+	struct http_call *call = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t n = evbuffer_get_length(in);
+	int code = evhttp_request_get_response_code(req);
+
+	if (call->dead || n == 0)
+		return;
+	call->got += n;
+	if (call->got > call->max_body) {
+		char msg[128];
+
+		call->too_big = 1;
+		snprintf(msg, sizeof(msg), "response larger than %zu bytes", call->max_body);
+		http_call_fail(call, msg);
+		return;
+	}
+	if (code >= 200 && code < 300) {
+		call->streaming = 1;
+		/* The callback may cancel the call: nothing of it is touched after. */
+		call->on_chunk(call->arg, (const char *)evbuffer_pullup(in, -1), n);
+	} else {
+		evbuffer_add_buffer(call->body, in);
+	}
+}
+
+/* Delivers a complete response. */
+static void
+http_call_succeed(struct http_call *call, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	struct http_response r = { 0 };
+	char *ctype = NULL;
+	const char *h;
+	size_t len;
+
+	if (!call->streaming)
+		evbuffer_add_buffer(call->body, in);
+	len = evbuffer_get_length(call->body);
+	if (len > call->max_body) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "response larger than %zu bytes", call->max_body);
+		http_call_fail(call, msg);
+		return;
+	}
+	evbuffer_add(call->body, "", 1);
+	h = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+	if (h != NULL)
+		ctype = xstrdup(h);
+	r.status = evhttp_request_get_response_code(req);
+	r.body = (const char *)evbuffer_pullup(call->body, -1);
+	r.body_len = len;
+	r.content_type = ctype;
+	http_call_kill(call);
+	call->cb(call->arg, &r);
+	free(ctype);
+}
+
+/* evhttp's done callback: req is NULL (or has no status) on failure. */
+static void
+http_done_cb(struct evhttp_request *req, void *arg)
+{
+	struct http_call *call = arg;
+	char msg[512];
+
+	call->req = NULL;
+	if (call->dead)
+		return;
+	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
+		http_describe_failure(call, msg, sizeof(msg));
+		http_call_fail(call, msg);
+		return;
+	}
+	http_call_succeed(call, req);
+}
+
+/* The parts of a URL a request needs. */
+struct http_url {
+	int https;
+	char host[256];
+	int port;
+	char *target;                   /* path and query, allocated */
+};
+
+/* Splits url; -1 when it is not a usable http(s) URL. */
+static int
+http_parse_url(const char *url, struct http_url *u)
+{
+	struct evhttp_uri *uri = evhttp_uri_parse_with_flags(url, 0);
+	const char *scheme, *host, *path, *query;
+	size_t hlen;
+
+	if (uri == NULL)
+		return -1;
+	scheme = evhttp_uri_get_scheme(uri);
+	host = evhttp_uri_get_host(uri);
+	if (scheme == NULL || host == NULL || host[0] == '\0' ||
+	    (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+		evhttp_uri_free(uri);
+		return -1;
+	}
+	u->https = strcasecmp(scheme, "https") == 0;
+	hlen = strlen(host);
+	if (host[0] == '[' && hlen > 2 && host[hlen - 1] == ']') {
+		host++;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(u->host)) {
+		evhttp_uri_free(uri);
+		return -1;
+	}
+	memcpy(u->host, host, hlen);
+	u->host[hlen] = '\0';
+	u->port = evhttp_uri_get_port(uri);
+	if (u->port <= 0)
+		u->port = u->https ? 443 : 80;
+	path = evhttp_uri_get_path(uri);
+	query = evhttp_uri_get_query(uri);
+	if (path == NULL || path[0] == '\0')
+		path = "/";
+	u->target = query != NULL ? xasprintf("%s?%s", path, query) : xstrdup(path);
+	evhttp_uri_free(uri);
+	return 0;
+}
+
+/* Creates the bufferevent for the call's connection (TLS for https). */
+static struct bufferevent *
+http_new_bev(struct http_call *call, const struct http_url *u)
+{
+	struct http_client *c = call->c;
+	struct bufferevent *bev;
+
+	if (!u->https)
+		return bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (c->tls == NULL)
+		return NULL;
+	call->ssl = tls_ssl_new(c->tls, u->host);
+	if (call->ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(c->base, -1, call->ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(call->ssl);
+		call->ssl = NULL;
+		return NULL;
+	}
+	/* Bodies are framed by HTTP; a missing close_notify is not an error. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* Adds the request headers. */
+static void
+http_add_headers(struct evhttp_request *r, const struct http_req *req,
+    const struct http_url *u)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(r);
+	char host[300];
+
+	if (strchr(u->host, ':') != NULL)
+		snprintf(host, sizeof(host), "[%s]", u->host);
+	else
+		snprintf(host, sizeof(host), "%s", u->host);
+	if (u->port != (u->https ? 443 : 80)) {
+		size_t n = strlen(host);
+
+		snprintf(host + n, sizeof(host) - n, ":%d", u->port);
+	}
+	evhttp_add_header(h, "Host", host);
+	evhttp_add_header(h, "User-Agent", "hermes-gateway");
+	evhttp_add_header(h, "Connection", "close");
+	if (req->on_chunk != NULL)
+		evhttp_add_header(h, "Accept", "text/event-stream, application/json");
+	else
+		evhttp_add_header(h, "Accept", "application/json, */*");
+	if (req->content_type != NULL)
+		evhttp_add_header(h, "Content-Type", req->content_type);
+	if (req->authorization != NULL)
+		evhttp_add_header(h, "Authorization", req->authorization);
+}
+
+/* Returns the evhttp method for req->method, or -1. */
+static int
+http_method(const char *m)
+{
+	if (m == NULL || strcmp(m, "GET") == 0)
+		return EVHTTP_REQ_GET;
+	if (strcmp(m, "POST") == 0)
+		return EVHTTP_REQ_POST;
+	if (strcmp(m, "PUT") == 0)
+		return EVHTTP_REQ_PUT;
+	if (strcmp(m, "DELETE") == 0)
+		return EVHTTP_REQ_DELETE;
+	return -1;
+}
+
+/* Creates the connection and the evhttp request of a call. */
+static int
+http_call_setup(struct http_call *call, const struct http_req *req, const struct http_url *u)
+{
+	struct bufferevent *bev;
+	struct timeval tv;
+	double t;
+
+	bev = http_new_bev(call, u);
+	if (bev == NULL)
+		return -1;
+	call->conn = evhttp_connection_base_bufferevent_new(call->c->base, call->c->dns,
+	    bev, u->host, (unsigned short)u->port);
+	if (call->conn == NULL) {
+		bufferevent_free(bev);
+		call->ssl = NULL;
+		return -1;
+	}
+	/* Our own timer bounds the whole request; evhttp's is a backstop. */
+	t = call->timeout + 1;
+	tv.tv_sec = (time_t)t;
+	tv.tv_usec = (suseconds_t)((t - floor(t)) * 1e6);
+	evhttp_connection_set_timeout_tv(call->conn, &tv);
+	evhttp_connection_set_retries(call->conn, 0);
+	evhttp_connection_set_max_headers_size(call->conn, HTTP_MAX_HEADERS);
+	evhttp_connection_set_max_body_size(call->conn, (ev_ssize_t)call->max_body);
+	call->req = evhttp_request_new(http_done_cb, call);
+	if (call->req == NULL)
+		return -1;
+	evhttp_request_set_error_cb(call->req, http_error_cb);
+	if (req->on_chunk != NULL)
+		evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
+	http_add_headers(call->req, req, u);
+	if (req->body != NULL && req->body_len > 0)
+		evbuffer_add(evhttp_request_get_output_buffer(call->req), req->body,
+		    req->body_len);
+	return 0;
+}
+
+struct http_call *
+http_request(struct http_client *c, const struct http_req *req, http_done_fn cb, void *arg)
+{
+	struct http_call *call;
+	struct http_url u;
+	struct timeval tv;
+	int method = http_method(req->method);
+
+	if (method < 0 || req->url == NULL || http_parse_url(req->url, &u) < 0)
+		return NULL;
+	call = xcalloc(1, sizeof(*call));
+	call->c = c;
+	call->cb = cb;
+	call->arg = arg;
+	call->on_chunk = req->on_chunk;
+	call->timeout = req->timeout > 0 ? req->timeout : HTTP_DEFAULT_TIMEOUT;
+	call->max_body = req->max_body > 0 ? req->max_body : HTTP_DEFAULT_MAX_BODY;
+	call->hostport = xasprintf("%s:%d", u.host, u.port);
+	call->body = evbuffer_new();
+	call->timer = evtimer_new(c->base, http_timer_cb, call);
+	if (call->body == NULL || call->timer == NULL)
+		fatalx("http: out of memory");
+	call->next = c->calls;
+	if (c->calls != NULL)
+		c->calls->prev = call;
+	c->calls = call;
+	call->starting = 1;
+	tv.tv_sec = (time_t)call->timeout;
+	tv.tv_usec = (suseconds_t)((call->timeout - floor(call->timeout)) * 1e6);
+	evtimer_add(call->timer, &tv);
+	if (http_call_setup(call, req, &u) < 0) {
+		if (call->req != NULL)
+			evhttp_request_free(call->req);
+		call->req = NULL;
+		http_call_fail(call, u.https && c->tls == NULL ?
+		    "https is not available (no TLS context)" :
+		    "cannot set up the connection");
+	} else if (evhttp_make_request(call->conn, call->req, method, u.target) < 0) {
+		call->req = NULL;
+		http_call_fail(call, "cannot start the request");
+	}
+	call->starting = 0;
+	free(u.target);
+	return call;
+}
+
+void
+http_cancel(struct http_call *call)
+{
+	if (call == NULL || call->dead)
+		return;
+	http_call_kill(call);
+}

@@ -1,0 +1,15 @@
+/*
+ * registry.c - the table of every platform the worker knows.
+ *
+ * Adding a platform: one file pair in worker/platforms/ exporting its
+ * struct platform_ops, and one line here.
+ */
+#include "platform.h"
+#include "platforms/console.h"
+#include "platforms/telegram.h"
+
+const struct platform_ops *const platform_table[] = {
+	&console_ops,
+	&telegram_ops,
+	NULL,
+};
