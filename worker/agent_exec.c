@@ -411,6 +411,67 @@ exec_describe_status(struct exec_call *ec, char *buf, size_t len)
 		    WEXITSTATUS(st), line[0] ? ": " : "", line);
 }
 
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when invalid. */
+static size_t
+exec_utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	unsigned cp;
+
+	if (s[0] > 0 && s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;               /* NUL, a continuation byte, or never valid */
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/*
+ * The command's output as a reply: valid UTF-8 (invalid bytes and NULs
+ * become U+FFFD), since every platform and the console's JSON need it.
+ */
+static char *
+exec_utf8_clean(const char *out, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)out;
+	char *r = xmalloc(len * 3 + 1), *p = r;
+	size_t i = 0, k;
+
+	while (i < len) {
+		k = exec_utf8_seq(s + i, len - i);
+		if (k == 0) {
+			memcpy(p, "\xef\xbf\xbd", 3);
+			p += 3;
+			i++;
+		} else {
+			memcpy(p, s + i, k);
+			p += k;
+			i += k;
+		}
+	}
+	*p = '\0';
+	return r;
+}
+
 /* Replies once the child is reaped and its output read (or it was killed). */
 static void
 exec_maybe_finish(struct exec_call *ec)
@@ -434,7 +495,7 @@ exec_maybe_finish(struct exec_call *ec)
 		} else if (ec->out_len == 0 || strspn(ec->out, " \t\r\n") == ec->out_len) {
 			msg = xstrdup(EXEC_UNREACHABLE "the command gave no output");
 		} else {
-			msg = xstrndup(ec->out, ec->out_len);
+			msg = exec_utf8_clean(ec->out, ec->out_len);
 			ok = 1;
 		}
 	}

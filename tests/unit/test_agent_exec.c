@@ -296,6 +296,16 @@ START_TEST(test_output_cap)
 }
 END_TEST
 
+START_TEST(test_output_made_valid_utf8)
+{
+	/* Valid UTF-8 kept; a stray byte, a truncated sequence, an overlong form,
+	 * a surrogate and a NUL each become U+FFFD. */
+	expect("printf 'ok \\303\\251 \\377 \\342\\202 \\300\\257 \\355\\240\\200 a\\000b'",
+	    "", "x", 1, "ok \xc3\xa9 \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd "
+	    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd a\xef\xbf\xbd" "b");
+}
+END_TEST
+
 START_TEST(test_empty_output)
 {
 	expect("cat >/dev/null", "", "x", 0, "the command gave no output");
@@ -498,6 +508,7 @@ exec_suite(void)
 	tcase_add_test(tc, test_timeout_kills_child);
 	tcase_add_test(tc, test_output_cap);
 	tcase_add_test(tc, test_empty_output);
+	tcase_add_test(tc, test_output_made_valid_utf8);
 	tcase_add_test(tc, test_not_found);
 	tcase_add_test(tc, test_large_input_and_unread_input);
 	tcase_add_test(tc, test_leftover_background_process);
