@@ -314,7 +314,7 @@ def test_outbound_rate_per_chat(gw, fake):
     """With Telegram's default of about one message per second in a chat, a burst
     of replies is spread out rather than refused."""
     w, con = gw(telegram={"rate_chat": None, "rate_global": None})
-    fake.configure(chat_rate=3)             # the fake answers 429 beyond 3/s per chat
+    fake.configure(chat_rate=4)             # the fake answers 429 beyond 4 in 1 s per chat
     for i in range(6):
         fake.message(chat_id=USER, user_id=USER, text=f"burst {i}")
     got = fake.wait_sent(lambda ss: len(ss) >= 6, timeout=60)
