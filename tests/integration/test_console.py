@@ -4,13 +4,16 @@ free port and the state at a temp dir."""
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import free_port
+from conftest import ROOT, free_port
 from console_util import Console, ConsoleError, WorkerProc, write_config
+
+sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 
 
 @pytest.fixture
@@ -19,16 +22,16 @@ def launch(build, tmp_path):
     started = []
 
     def start(port=None, console=None, env=None, ready=True, agent=None,
-              token=None, home=None):
+              token=None, home=None, extra=None):
         port = port or free_port()
         home = home or tmp_path
-        cfg = write_config(home, port, console=console, agent=agent)
+        cfg = write_config(home, port, console=console, agent=agent, extra=extra)
         w = WorkerProc(build, cfg, home=home, env=env).start()
         started.append(w)
         c = Console(port, token=token)
         if ready:
             try:
-                c.wait_ready()
+                c.wait_ready(alive=w.alive)
             except TimeoutError:
                 raise AssertionError("worker not ready; log:\n" + w.log())
         return w, c
@@ -416,3 +419,50 @@ def test_port_in_use_backs_off_then_listens(launch):
     assert con and con[0]["state"] == "up"
     assert str(port) in (con[0]["detail"] or "")
     echo_ok(c)
+
+
+def test_unhandled_messages_kept_across_restart(launch, tmp_path):
+    """Messages the hub has not handled when a /restart stops the worker (one
+    whose agent call is cancelled by the drain timeout, one queued behind
+    it, one arriving during the drain) are kept in console.inbox.json and
+    answered exactly once, under their own ids, by the next worker."""
+    from fake_openai import FakeOpenAI
+    fake = FakeOpenAI().start()
+    try:
+        agent = {"backend": "openai", "base_url": fake.url, "model": "m",
+                 "stream": False, "timeout": 30}
+        w, c = launch(agent=agent, extra={"drain_timeout": 1})
+        gen0 = c.status()["generation"]
+        slow = c.post("fault:slow:3 first", chat_id="busy")["message_id"]
+        queued = c.post("second", chat_id="busy")["message_id"]
+        deadline = time.monotonic() + 20
+        while not fake.requests() and time.monotonic() < deadline:
+            time.sleep(0.02)                # the slow call is running
+        restart = c.post("/restart", chat_id="ops", wait=30)
+        assert [m["text"] for m in restart["replies"]] == ["Restarting the gateway..."]
+        # during the drain: not taken; the wait ends at stop with done false
+        late = c.post("third", chat_id="late", wait=30, retry=True)
+        st = c.wait_ready(timeout=60)
+        deadline = time.monotonic() + 60
+        while st["generation"] == gen0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            st = c.wait_ready(timeout=60)
+        assert st["generation"] == gen0 + 1, w.log()
+        c.wait_text("ops", "Gateway online")
+        expect = {slow: ("busy", "echo: fault:slow:3 first"),
+                  queued: ("busy", "echo: second"),
+                  late["message_id"]: ("late", "echo: third")}
+        for mid, (chat, text) in expect.items():
+            c.wait_messages(chat, lambda ms, mid=mid, text=text: any(
+                m["reply_to"] == mid and m["text"] == text for m in ms), timeout=60)
+        time.sleep(0.5)
+        for mid, (chat, text) in expect.items():
+            answers = [m["text"] for m in c.messages(chat)["messages"]
+                       if m["reply_to"] == mid and m["text"].startswith("echo:")]
+            assert answers == [text], (mid, answers)
+        if not late["done"]:
+            assert late["replies"] == []
+        assert "kept for the next start" in w.log()
+        assert "replayed" in w.log()
+    finally:
+        fake.stop()

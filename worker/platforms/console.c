@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -109,7 +110,7 @@ struct console {
 	struct hub *hub;
 	char *name;
 	char *state_dir;
-	int listen_fd;                  /* inherited socket or -1 */
+	int listen_fd;                  /* inherited socket (never closed) or -1 */
 	struct sockaddr_storage addr;   /* configured address (when binding) */
 	socklen_t addrlen;
 	char *addr_text;                /* "127.0.0.1:8642" */
@@ -1299,7 +1300,18 @@ listen_try(struct console *c)
 		return;
 	}
 	if (c->listen_fd != -1) {
-		fd = c->listen_fd;
+		/*
+		 * evhttp closes the socket it accepts on; give it a copy, so
+		 * the inherited one stays open (a worker re-executing itself
+		 * passes it on, and connections wait in its backlog meanwhile).
+		 */
+		if ((fd = fcntl(c->listen_fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+			char *why = xasprintf("cannot use the inherited socket: %s",
+			    strerror(errno));
+			listen_backoff(c, why);
+			free(why);
+			return;
+		}
 		fd_set_nonblock(fd, 1);
 	} else if ((fd = listen_open(c)) == -1) {
 		char *why = xasprintf("cannot listen on %s: %s", c->addr_text,
@@ -1310,12 +1322,10 @@ listen_try(struct console *c)
 	}
 	c->bound = evhttp_accept_socket_with_handle(c->http, fd);
 	if (c->bound == NULL) {
-		if (c->listen_fd == -1)
-			close(fd);
+		close(fd);
 		listen_backoff(c, "cannot accept on the listening socket");
 		return;
 	}
-	c->listen_fd = -1;              /* the listener owns it now */
 	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(c->bound),
 	    accept_error_cb);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
@@ -1449,7 +1459,6 @@ console_create(const struct plat_env *env, char *err, size_t errlen)
 	for (size_t i = 0; i < CON_INBOX_BUCKETS; i++)
 		LIST_INIT(&c->buckets[i]);
 	if (console_config(c, env, err, errlen) == -1) {
-		c->listen_fd = -1;      /* not ours to close on a config error */
 		console_free(c);
 		return NULL;
 	}
@@ -1533,7 +1542,6 @@ stop_finish(evutil_socket_t fd, short what, void *arg)
 	state_save_inbox(c);
 	sent_flush(c);
 	hub_platform_state(c->hub, c->name, PLAT_STOPPED, NULL);
-	log_info("console: stopped");
 	c->stopped_cb = NULL;
 	if (cb != NULL)
 		cb(c->stopped_arg);
@@ -1615,8 +1623,7 @@ console_free(void *self)
 		explicit_bzero(c->token, strlen(c->token));
 		free(c->token);
 	}
-	if (c->listen_fd != -1)
-		close(c->listen_fd);
+	/* An inherited listen_fd is left open: it belongs to the process. */
 	free(c->addr_text);
 	free(c->name);
 	free(c->state_dir);
