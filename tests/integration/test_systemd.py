@@ -472,12 +472,13 @@ SINCE = {
     "ProtectControlGroups": 232, "RestrictNamespaces": 233, "StateDirectory": 235,
     "LockPersonality": 235, "ProtectHostname": 242, "RestrictSUIDSGID": 242,
     "ProtectKernelLogs": 244, "ProtectClock": 245, "LoadCredential": 247,
+    "ProtectProc": 247,
 }
 HARDENING_OR_CONVENIENCE = {
     "MemoryDenyWriteExecute", "RestrictRealtime", "DynamicUser", "ProtectKernelTunables",
     "ProtectKernelModules", "ProtectControlGroups", "RestrictNamespaces", "StateDirectory",
     "LockPersonality", "ProtectHostname", "RestrictSUIDSGID", "ProtectKernelLogs",
-    "ProtectClock", "LoadCredential",
+    "ProtectClock", "LoadCredential", "ProtectProc",
 }
 
 
