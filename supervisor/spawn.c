@@ -229,16 +229,6 @@ spawn_kill_group(pid_t pgid)
 		log_debug("killed what was left in process group %ld", (long)pgid);
 }
 
-/* Kills pid unless it is `except`; returns 1 when a signal was sent. */
-static unsigned
-kill_leftover(long pid, pid_t except)
-{
-	if (pid <= 0 || pid == (long)except || kill((pid_t)pid, SIGKILL) < 0)
-		return 0;
-	log_info("killed leftover process %ld", pid);
-	return 1;
-}
-
 /* Reads the parent pid and state from /proc/PID/stat; -1 if gone or a zombie. */
 static long
 proc_ppid(const char *pid)
@@ -261,6 +251,19 @@ proc_ppid(const char *pid)
 	if (rp == NULL || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || state == 'Z')
 		return -1;
 	return ppid;
+}
+
+/* Kills pid unless it is `except`; returns 1 when a live one was signalled. */
+static unsigned
+kill_leftover(long pid, pid_t except)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%ld", pid);
+	if (pid <= 0 || pid == (long)except || proc_ppid(num) < 0 || kill((pid_t)pid, SIGKILL) < 0)
+		return 0;
+	log_info("killed leftover process %ld", pid);
+	return 1;
 }
 
 /* The slow way, when /proc/PID/task/TID/children is missing (before Linux 3.5). */

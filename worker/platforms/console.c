@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -109,7 +110,7 @@ struct console {
 	struct hub *hub;
 	char *name;
 	char *state_dir;
-	int listen_fd;                  /* inherited socket or -1 */
+	int listen_fd;                  /* inherited socket (never closed) or -1 */
 	struct sockaddr_storage addr;   /* configured address (when binding) */
 	socklen_t addrlen;
 	char *addr_text;                /* "127.0.0.1:8642" */
@@ -848,8 +849,6 @@ replay_cb(evutil_socket_t fd, short what, void *arg)
 		const char *text = jstr(it, "text"), *name = jstr(it, "user_name");
 		const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "time");
 		uint64_t id;
-		if (c->stopping)
-			break;
 		if (jid(it, "id", &id) == -1 || chat == NULL || user == NULL ||
 		    text == NULL || !ident_valid(chat) || !ident_valid(user)) {
 			log_warnx("console: skipping a malformed saved message");
@@ -859,9 +858,13 @@ replay_cb(evutil_socket_t fd, short what, void *arg)
 		snprintf(idstr, sizeof(idstr), "%" PRIu64, id);
 		if (inbox_find(c, idstr) != NULL)
 			continue;
-		inbox_submit(c, inbox_new(c, id, chat, user, name, text,
-		    cJSON_IsNumber(t) ? (time_t)t->valuedouble : time(NULL)));
-		n++;
+		struct con_inbox *in = inbox_new(c, id, chat, user, name, text,
+		    cJSON_IsNumber(t) ? (time_t)t->valuedouble : time(NULL));
+		/* Stopping already: keep it in the inbox, saved again at stop. */
+		if (!c->stopping) {
+			inbox_submit(c, in);
+			n++;
+		}
 	}
 	if (n > 0)
 		log_info("console: replayed %d saved message(s)", n);
@@ -1105,6 +1108,38 @@ handle_page(struct console *c, struct evhttp_request *req)
 	    console_page_html, console_page_len);
 }
 
+/* A Host header naming a loopback address or "localhost", with an optional port. */
+static int
+host_is_loopback(const char *host)
+{
+	char name[INET6_ADDRSTRLEN + 2];
+	const char *end;
+	size_t len;
+	struct in_addr a4;
+
+	if (*host == '[') {
+		end = strchr(host, ']');
+		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
+			return 0;
+		len = (size_t)(end - host - 1);
+		if (len >= sizeof(name))
+			return 0;
+		memcpy(name, host + 1, len);
+		name[len] = '\0';
+		struct in6_addr a6;
+		return inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	len = strcspn(host, ":");
+	if (len >= sizeof(name) || (host[len] == ':' &&
+	    host[len + 1 + strspn(host + len + 1, "0123456789")] != '\0'))
+		return 0;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (strcasecmp(name, "localhost") == 0)
+		return 1;
+	return inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
 /*
  * Without a token, a loopback console must not be reachable from web
  * pages of other sites: a Host naming another name (DNS rebinding) or an
@@ -1117,15 +1152,8 @@ request_origin_ok(struct console *c, struct evhttp_request *req)
 	const char *host = evhttp_find_header(h, "Host");
 	const char *origin = evhttp_find_header(h, "Origin");
 
-	if (host != NULL && c->loopback) {
-		static const char *const ok[] = { "127.", "localhost", "[::1]" };
-		int good = 0;
-		for (size_t i = 0; i < ARRAY_LEN(ok); i++)
-			if (strncasecmp(host, ok[i], strlen(ok[i])) == 0)
-				good = 1;
-		if (!good)
-			return 0;
-	}
+	if (host != NULL && c->loopback && !host_is_loopback(host))
+		return 0;
 	if (origin != NULL) {
 		const char *p = strstr(origin, "://");
 		if (p == NULL || host == NULL || strcasecmp(p + 3, host) != 0)
@@ -1299,7 +1327,18 @@ listen_try(struct console *c)
 		return;
 	}
 	if (c->listen_fd != -1) {
-		fd = c->listen_fd;
+		/*
+		 * evhttp closes the socket it accepts on; give it a copy, so
+		 * the inherited one stays open (a worker re-executing itself
+		 * passes it on, and connections wait in its backlog meanwhile).
+		 */
+		if ((fd = fcntl(c->listen_fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+			char *why = xasprintf("cannot use the inherited socket: %s",
+			    strerror(errno));
+			listen_backoff(c, why);
+			free(why);
+			return;
+		}
 		fd_set_nonblock(fd, 1);
 	} else if ((fd = listen_open(c)) == -1) {
 		char *why = xasprintf("cannot listen on %s: %s", c->addr_text,
@@ -1310,12 +1349,10 @@ listen_try(struct console *c)
 	}
 	c->bound = evhttp_accept_socket_with_handle(c->http, fd);
 	if (c->bound == NULL) {
-		if (c->listen_fd == -1)
-			close(fd);
+		close(fd);
 		listen_backoff(c, "cannot accept on the listening socket");
 		return;
 	}
-	c->listen_fd = -1;              /* the listener owns it now */
 	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(c->bound),
 	    accept_error_cb);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
@@ -1449,7 +1486,6 @@ console_create(const struct plat_env *env, char *err, size_t errlen)
 	for (size_t i = 0; i < CON_INBOX_BUCKETS; i++)
 		LIST_INIT(&c->buckets[i]);
 	if (console_config(c, env, err, errlen) == -1) {
-		c->listen_fd = -1;      /* not ours to close on a config error */
 		console_free(c);
 		return NULL;
 	}
@@ -1529,11 +1565,12 @@ stop_finish(evutil_socket_t fd, short what, void *arg)
 		c->http = NULL;
 		c->bound = NULL;
 	}
+	if (c->replay != NULL)          /* stopped before the replay ran */
+		replay_cb(-1, 0, c);
 	state_save_outbox(c);
 	state_save_inbox(c);
 	sent_flush(c);
 	hub_platform_state(c->hub, c->name, PLAT_STOPPED, NULL);
-	log_info("console: stopped");
 	c->stopped_cb = NULL;
 	if (cb != NULL)
 		cb(c->stopped_arg);
@@ -1615,8 +1652,7 @@ console_free(void *self)
 		explicit_bzero(c->token, strlen(c->token));
 		free(c->token);
 	}
-	if (c->listen_fd != -1)
-		close(c->listen_fd);
+	/* An inherited listen_fd is left open: it belongs to the process. */
 	free(c->addr_text);
 	free(c->name);
 	free(c->state_dir);

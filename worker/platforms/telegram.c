@@ -968,7 +968,7 @@ tg_poll(struct tg *tg)
 		cJSON_AddRawToObject(body, "offset", num);
 	}
 	/* Telegram holds the poll for poll_timeout: allow a little more for the answer. */
-	tg->poll_call = tg_call(tg, "getUpdates", body, tg->poll_timeout * 1.25 + 5.0,
+	tg->poll_call = tg_call(tg, "getUpdates", body, tg->poll_timeout * 1.25 + 3.0,
 	    TG_POLL_MAX_BODY, tg_poll_done, tg);
 	if (tg->poll_call == NULL)
 		tg_fail(tg, "getUpdates", TG_TRANSIENT, 0, "the request could not be started");
