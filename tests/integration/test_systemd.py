@@ -52,9 +52,9 @@ def require_binaries():
             pytest.skip(f"{BUILD / name} is not built")
 
 
-def drop_in(container, unit, extra_args=""):
+def drop_in(container, unit, extra_args="", source=None):
     """Shortens the installed unit's timeouts for the test; returns the new ExecStart."""
-    text = container.run(["cat", f"/etc/systemd/system/{unit}"]).stdout
+    text = container.run(["cat", source or f"/etc/systemd/system/{unit}"]).stdout
     exec_start = re.search(r"^ExecStart=(.*)$", text, re.M).group(1)
     exec_start = re.sub(r"--stop-timeout \S+", f"--stop-timeout {STOP_TIMEOUT}", exec_start)
     exec_start = re.sub(r"--watchdog \S+", f"--watchdog {WORKER_WATCHDOG}", exec_start)
@@ -197,6 +197,7 @@ def test_generated_units_verify_and_make_install(tmp_path):
                 "usr/share/man/man8/hermes-supervisor.8", "usr/share/man/man8/hermes-worker.8",
                 "usr/share/man/man5/hermes-gateway.json.5",
                 "usr/lib/systemd/system/hermes-gateway.service",
+                "usr/lib/systemd/system/hermes-gateway@.service",
                 "usr/lib/systemd/user/hermes-gateway.service",
                 "usr/share/hermes/gateway.example.json"]
     for f in expected:
@@ -578,6 +579,33 @@ def test_user_unit(container):
     assert r.returncode == 0, r.stdout + r.stderr
     assert show("LoadState", "ActiveState") in ({"LoadState": "not-found", "ActiveState": "inactive"},)
 
+
+def test_template_unit_instance(container):
+    """The shipped hermes-gateway@.service runs a profile named by its instance."""
+    require_binaries()
+    text = (ROOT / "contrib" / "systemd" / "hermes-gateway@.service").read_text()
+    container.write("/etc/systemd/system/hermes-gateway@.service",
+                    text.replace("/usr/local/bin/", f"{su.MOUNT}/build/"))
+    port = free_port()
+    container.write("/etc/hermes/gateway-tpl.json", console_config(port))
+    unit = "hermes-gateway@tpl.service"
+    drop_in(container, unit, source="/etc/systemd/system/hermes-gateway@.service")
+    v = container.run(["systemd-analyze", "verify", "--man=no", unit], check=False)
+    assert v.returncode == 0 and v.stderr.strip() == "", v.stdout + v.stderr
+    try:
+        container.systemctl("start", unit)
+        p = container.show(unit, "ActiveState", "MainPID")
+        assert p["ActiveState"] == "active", container.journal(unit)
+        cmdline = container.run(["cat", f"/proc/{p['MainPID']}/cmdline"]).stdout.replace("\0", " ")
+        assert "--config /etc/hermes/gateway-tpl.json --runtime-dir /run/hermes-tpl " in cmdline
+        unit_worker(container, unit)
+        code, body = su.http("POST", f"http://127.0.0.1:{port}/v1/messages?wait=15",
+                             {"chat_id": CHAT, "user_id": "local", "text": "template"}, timeout=30)
+        assert code == 200 and [x["text"] for x in body["replies"]] == ["template"]
+        assert container.run(["test", "-d", "/var/lib/hermes-tpl/state"], check=False).returncode == 0
+    finally:
+        container.systemctl("stop", unit, check=False)
+    assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
 
 def test_no_sanitizer_reports_in_journal(container):
     """Last: nothing the gateway logged inside the container is a sanitizer report."""

@@ -161,6 +161,41 @@ START_TEST(test_matches_contrib)
 }
 END_TEST
 
+/* s with every "PROFILE" replaced by "%i" (newly allocated). */
+static char *
+templated(const char *s)
+{
+	char *out = xcalloc(1, strlen(s) + 1), *o = out;
+
+	while (*s != '\0') {
+		if (strncmp(s, "PROFILE", 7) == 0) {
+			memcpy(o, "%i", 2);
+			o += 2;
+			s += 7;
+		} else {
+			*o++ = *s++;
+		}
+	}
+	return out;
+}
+
+/* The shipped template is the unit of a profile, named by the instance. */
+START_TEST(test_template_matches)
+{
+	struct install_opts o = { 0, "PROFILE", "/usr/local/bin", NULL };
+	char *shipped, *text, *tpl;
+
+	shipped = slurp("contrib/systemd/hermes-gateway@.service");
+	text = install_unit_text(&o);
+	ck_assert_ptr_nonnull(text);
+	tpl = templated(text);
+	ck_assert_str_eq(body(tpl), body(shipped));
+	free(tpl);
+	free(text);
+	free(shipped);
+}
+END_TEST
+
 /* The lifecycle contract of issue 5, in both units. */
 START_TEST(test_lifecycle_directives)
 {
@@ -442,6 +477,7 @@ install_suite(void)
 	tcase_add_test(tc, test_unit_name);
 	tcase_add_test(tc, test_quote);
 	tcase_add_test(tc, test_matches_contrib);
+	tcase_add_test(tc, test_template_matches);
 	tcase_add_loop_test(tc, test_lifecycle_directives, 0, 2);
 	tcase_add_test(tc, test_profile);
 	tcase_add_test(tc, test_escaped_paths);
