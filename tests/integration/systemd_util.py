@@ -153,6 +153,29 @@ class Container:
                      check=False)
         return r.stdout + r.stderr
 
+    USER_ENV = ["env", "XDG_RUNTIME_DIR=/run/user/0", "HOME=/root",
+                "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/0/bus"]
+
+    def start_user_manager(self):
+        """Starts root's user manager (user@0.service); returns None or why it could not.
+
+        The volatile /etc has no PAM stack, and no pam_systemd to set
+        XDG_RUNTIME_DIR: a permissive systemd-user PAM file and a drop-in supply both.
+        """
+        self.write("/etc/pam.d/systemd-user", "auth required pam_permit.so\n"
+                   "account required pam_permit.so\nsession required pam_permit.so\n")
+        self.write("/etc/systemd/system/user@.service.d/50-test.conf",
+                   "[Service]\nEnvironment=XDG_RUNTIME_DIR=/run/user/%i\n")
+        self.systemctl("daemon-reload")
+        r = self.systemctl("start", "user@0.service", check=False)
+        if r.returncode != 0:
+            return r.stderr + self.journal("user@0.service", lines=20)
+        return None
+
+    def user(self, argv, check=True, timeout=60):
+        """Runs argv inside as root's user session (systemctl --user works)."""
+        return self.run(self.USER_ENV + list(argv), check=check, timeout=timeout)
+
     def poweroff(self):
         """Stops the container; kills it when it does not stop in time."""
         if self.proc is None:

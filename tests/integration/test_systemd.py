@@ -8,6 +8,7 @@ then shortens the timeouts so the scenarios run in seconds.  Everything is
 checked through systemctl and the unit's cgroup.  Where the container
 cannot run, the tests are skipped with the reason.
 """
+import json
 import os
 import re
 import shutil
@@ -51,9 +52,9 @@ def require_binaries():
             pytest.skip(f"{BUILD / name} is not built")
 
 
-def drop_in(container, unit, extra_args=""):
+def drop_in(container, unit, extra_args="", source=None):
     """Shortens the installed unit's timeouts for the test; returns the new ExecStart."""
-    text = container.run(["cat", f"/etc/systemd/system/{unit}"]).stdout
+    text = container.run(["cat", source or f"/etc/systemd/system/{unit}"]).stdout
     exec_start = re.search(r"^ExecStart=(.*)$", text, re.M).group(1)
     exec_start = re.sub(r"--stop-timeout \S+", f"--stop-timeout {STOP_TIMEOUT}", exec_start)
     exec_start = re.sub(r"--watchdog \S+", f"--watchdog {WORKER_WATCHDOG}", exec_start)
@@ -196,6 +197,7 @@ def test_generated_units_verify_and_make_install(tmp_path):
                 "usr/share/man/man8/hermes-supervisor.8", "usr/share/man/man8/hermes-worker.8",
                 "usr/share/man/man5/hermes-gateway.json.5",
                 "usr/lib/systemd/system/hermes-gateway.service",
+                "usr/lib/systemd/system/hermes-gateway@.service",
                 "usr/lib/systemd/user/hermes-gateway.service",
                 "usr/share/hermes/gateway.example.json"]
     for f in expected:
@@ -224,6 +226,31 @@ def test_generated_units_verify_and_make_install(tmp_path):
     assert left == [], left
 
 
+def test_example_config_is_valid(tmp_path):
+    """contrib/gateway.example.json passes the worker's own validation (for every
+    platform this build has; a section for a platform not built in is dropped)."""
+    require_binaries()
+    cfg = json.loads((ROOT / "contrib" / "gateway.example.json").read_text())
+    assert cfg["platforms"]["console"]["listen"] == "127.0.0.1:8642"
+    env = dict(os.environ, HERMES_HOME=str(tmp_path))
+    for _ in range(len(cfg["platforms"]) + 1):
+        path = tmp_path / "gateway.json"
+        path.write_text(json.dumps(cfg))
+        r = subprocess.run([str(BUILD / "hermes-worker"), "--check-config", "--config", str(path)],
+                           capture_output=True, text=True, timeout=30, env=env)
+        m = re.search(r'"platforms\.(\w+)": unknown platform', r.stderr)
+        if r.returncode == 78 and m and m.group(1) != "console":
+            del cfg["platforms"][m.group(1)]
+            continue
+        break
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "configuration OK" in r.stdout
+    bad = dict(cfg, unknown_top_key=1)
+    path.write_text(json.dumps(bad))
+    r = subprocess.run([str(BUILD / "hermes-worker"), "--check-config", "--config", str(path)],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 78 and "unknown_top_key" in r.stderr
+
 def test_install_service_in_container(container, gateway):
     """install-service wrote and enabled the unit, and systemd accepts it (with the drop-in)."""
     assert container.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "enabled"
@@ -233,6 +260,17 @@ def test_install_service_in_container(container, gateway):
     v = container.run(["systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{UNIT}"],
                       check=False)
     assert v.returncode == 0 and v.stderr.strip() == "", v.stdout + v.stderr
+    # Running it again rewrites its own unit; a unit it did not write is left alone.
+    r = container.run([SUP_INSIDE, "install-service", "--config", "/etc/hermes/gateway.json"],
+                      check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert container.run(["cat", f"/etc/systemd/system/{UNIT}"]).stdout == text
+    container.write("/etc/systemd/system/hermes-gateway-foreign.service",
+                    "[Service]\nExecStart=/bin/true\n")
+    r = container.run([SUP_INSIDE, "install-service", "--name", "foreign"], check=False)
+    assert r.returncode == 1 and "not written by install-service" in r.stderr
+    assert "ExecStart=/bin/true" in container.run(
+        ["cat", "/etc/systemd/system/hermes-gateway-foreign.service"]).stdout
 
 
 def test_start(gateway):
@@ -336,7 +374,17 @@ def test_broken_config_fails_with_78(container):
     assert p["ActiveState"] == "failed", p
     assert p["NRestarts"] == "0", p
     assert "bogus_key" in container.journal(unit)
+    # uninstall-service stops, disables and removes it, and systemd forgets it.
+    r = container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "broken"],
+                      check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert container.run(["test", "-e", f"/etc/systemd/system/{unit}"],
+                         check=False).returncode != 0
     container.systemctl("reset-failed", unit, check=False)
+    assert container.show(unit, "LoadState")["LoadState"] == "not-found"
+    r = container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "broken"],
+                      check=False)
+    assert r.returncode == 1 and "not installed" in r.stderr
 
 
 def fixture_unit(container, name, worker_args):
@@ -425,12 +473,13 @@ SINCE = {
     "ProtectControlGroups": 232, "RestrictNamespaces": 233, "StateDirectory": 235,
     "LockPersonality": 235, "ProtectHostname": 242, "RestrictSUIDSGID": 242,
     "ProtectKernelLogs": 244, "ProtectClock": 245, "LoadCredential": 247,
+    "ProtectProc": 247,
 }
 HARDENING_OR_CONVENIENCE = {
     "MemoryDenyWriteExecute", "RestrictRealtime", "DynamicUser", "ProtectKernelTunables",
     "ProtectKernelModules", "ProtectControlGroups", "RestrictNamespaces", "StateDirectory",
     "LockPersonality", "ProtectHostname", "RestrictSUIDSGID", "ProtectKernelLogs",
-    "ProtectClock", "LoadCredential",
+    "ProtectClock", "LoadCredential", "ProtectProc",
 }
 
 
@@ -484,3 +533,84 @@ def test_unit_runs_as_on_systemd_219(container):
     finally:
         container.systemctl("stop", unit, check=False)
     assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_user_unit(container):
+    """install-service --user under a real user manager: start, reload, stop, uninstall."""
+    require_binaries()
+    why = container.start_user_manager()
+    if why is not None:
+        pytest.skip(f"no user manager in the container: {why}")
+    port = free_port()
+    container.run(["install", "-d", "-m", "700", "/root/.hermes"])
+    container.write("/root/.hermes/gateway.json", console_config(port))
+    r = container.user([SUP_INSIDE, "install-service", "--user"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/root/.config/systemd/user/hermes-gateway.service" in r.stdout
+    assert container.user(["systemctl", "--user", "is-enabled", UNIT],
+                          check=False).stdout.strip() == "enabled"
+
+    def show(*props):
+        out = container.user(["systemctl", "--user", "show", "-p", ",".join(props), UNIT]).stdout
+        return dict(line.partition("=")[::2] for line in out.splitlines())
+
+    try:
+        container.user(["systemctl", "--user", "start", UNIT])
+        p = show("ActiveState", "MainPID", "StatusText")
+        assert p["ActiveState"] == "active", p
+        main = int(p["MainPID"])
+        assert "/root/.hermes/gateway.json" in container.run(
+            ["cat", f"/proc/{main}/cmdline"]).stdout.replace("\0", " ")
+        assert "--runtime-dir /run/user/0/hermes" in container.run(
+            ["cat", f"/proc/{main}/cmdline"]).stdout.replace("\0", " ")
+        first = su.wait_for(lambda: re.search(r"worker (\d+)", show("StatusText")["StatusText"]),
+                            15, what="the worker in StatusText").group(1)
+        code, body = su.http("POST", f"http://127.0.0.1:{port}/v1/messages?wait=15",
+                             {"chat_id": CHAT, "user_id": "local", "text": "user unit"}, timeout=30)
+        assert code == 200 and [x["text"] for x in body["replies"]] == ["user unit"]
+        container.user(["systemctl", "--user", "reload", UNIT])
+        su.wait_for(lambda: (m := re.search(r"ready: worker (\d+)", show("StatusText")["StatusText"]))
+                    and m.group(1) != first, 30, what="a new worker after reload")
+        assert int(show("MainPID")["MainPID"]) == main
+        st = container.run([SUP_INSIDE, "status", "--runtime-dir", "/run/user/0/hermes"], check=False)
+        assert st.returncode == 0 and f"supervisor_pid: {main}" in st.stdout, st.stdout + st.stderr
+    finally:
+        r = container.user([SUP_INSIDE, "uninstall-service", "--user"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert show("LoadState", "ActiveState") in ({"LoadState": "not-found", "ActiveState": "inactive"},)
+
+
+def test_template_unit_instance(container):
+    """The shipped hermes-gateway@.service runs a profile named by its instance."""
+    require_binaries()
+    text = (ROOT / "contrib" / "systemd" / "hermes-gateway@.service").read_text()
+    container.write("/etc/systemd/system/hermes-gateway@.service",
+                    text.replace("/usr/local/bin/", f"{su.MOUNT}/build/"))
+    port = free_port()
+    container.write("/etc/hermes/gateway-tpl.json", console_config(port))
+    unit = "hermes-gateway@tpl.service"
+    drop_in(container, unit, source="/etc/systemd/system/hermes-gateway@.service")
+    v = container.run(["systemd-analyze", "verify", "--man=no", unit], check=False)
+    assert v.returncode == 0 and v.stderr.strip() == "", v.stdout + v.stderr
+    try:
+        container.systemctl("start", unit)
+        p = container.show(unit, "ActiveState", "MainPID")
+        assert p["ActiveState"] == "active", container.journal(unit)
+        cmdline = container.run(["cat", f"/proc/{p['MainPID']}/cmdline"]).stdout.replace("\0", " ")
+        assert "--config /etc/hermes/gateway-tpl.json --runtime-dir /run/hermes-tpl " in cmdline
+        unit_worker(container, unit)
+        code, body = su.http("POST", f"http://127.0.0.1:{port}/v1/messages?wait=15",
+                             {"chat_id": CHAT, "user_id": "local", "text": "template"}, timeout=30)
+        assert code == 200 and [x["text"] for x in body["replies"]] == ["template"]
+        assert container.run(["test", "-d", "/var/lib/hermes-tpl/state"], check=False).returncode == 0
+    finally:
+        container.systemctl("stop", unit, check=False)
+    assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
+
+def test_no_sanitizer_reports_in_journal(container):
+    """Last: nothing the gateway logged inside the container is a sanitizer report."""
+    r = container.run(["journalctl", "--no-pager", "-o", "cat"], check=False)
+    assert "started worker" in r.stdout, "the journal holds no gateway messages"
+    bad = [line for line in r.stdout.splitlines()
+           if "AddressSanitizer" in line or "runtime error:" in line or "LeakSanitizer" in line]
+    assert bad == [], "\n".join(bad[:20])

@@ -17,7 +17,9 @@ struct result {
 	char chunks[8192];
 	size_t nchunks;
 	int cancel_on_chunk;
+	int free_client_in_cb;          /* http_client_free() from inside a callback */
 	struct http_call *call;
+	struct http_call *cancel_other; /* cancelled from the done callback */
 };
 
 struct seen {
@@ -51,6 +53,12 @@ done_cb(void *arg, const struct http_response *r)
 	res->body[r->body_len] = '\0';
 	res->body_len = r->body_len;
 	snprintf(res->ctype, sizeof(res->ctype), "%s", r->content_type ? r->content_type : "");
+	if (res->cancel_other != NULL)
+		http_cancel(res->cancel_other);
+	if (res->free_client_in_cb) {
+		http_client_free(client);
+		client = NULL;
+	}
 }
 
 static void
@@ -65,6 +73,10 @@ chunk_cb(void *arg, const char *data, size_t len)
 	res->nchunks++;
 	if (res->cancel_on_chunk)
 		http_cancel(res->call);
+	if (res->free_client_in_cb) {
+		http_client_free(client);
+		client = NULL;
+	}
 }
 
 /* Sends the next piece of a streamed reply, then ends it. */
@@ -369,6 +381,64 @@ START_TEST(test_cancel_before_done)
 }
 END_TEST
 
+START_TEST(test_free_client_inside_callbacks)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct result r = { .free_client_in_cb = 1 }, other = { 0 };
+
+	/* From the done callback, with another call still running. */
+	req.url = url("http", srv.port, "/hang");
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &other));
+	req.url = url("http", srv.port, "/hello");
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.done, 10);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_null(client);
+	fx_run_for(base, 0.1);
+	ck_assert_int_eq(other.done, 0);
+	/* From a chunk callback. */
+	client = http_client_new(base, NULL, tls);
+	memset(&r, 0, sizeof(r));
+	r.free_client_in_cb = 1;
+	req.url = url("http", srv.port, "/stream");
+	req.on_chunk = chunk_cb;
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_for(base, 0.3);
+	ck_assert_uint_eq(r.nchunks, 1);
+	ck_assert_int_eq(r.done, 0);
+	ck_assert_ptr_null(client);
+	/* From a failure's callback. */
+	client = http_client_new(base, NULL, tls);
+	memset(&r, 0, sizeof(r));
+	r.free_client_in_cb = 1;
+	req.url = url("http", fx_closed_port(), "/");
+	req.on_chunk = NULL;
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.done, 10);
+	ck_assert_int_eq(r.status, 0);
+	fx_run_for(base, 0.05);
+	client = http_client_new(base, NULL, tls);
+}
+END_TEST
+
+START_TEST(test_cancel_other_call_inside_callback)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct result r = { 0 }, other = { 0 };
+
+	req.url = url("http", srv.port, "/hang");
+	other.call = http_request(client, &req, done_cb, &other);
+	fx_run_for(base, 0.05);
+	r.cancel_other = other.call;
+	req.url = url("http", srv.port, "/hello");
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.done, 10);
+	ck_assert_int_eq(r.status, 200);
+	fx_run_for(base, 0.1);
+	ck_assert_int_eq(other.done, 0);
+}
+END_TEST
+
 START_TEST(test_free_with_running_calls)
 {
 	struct http_req req = { .method = "GET", .timeout = 5 };
@@ -597,6 +667,8 @@ http_suite(void)
 	tcase_add_test(tc, test_cancel_inside_chunk_callback);
 	tcase_add_test(tc, test_cancel_before_done);
 	tcase_add_test(tc, test_free_with_running_calls);
+	tcase_add_test(tc, test_free_client_inside_callbacks);
+	tcase_add_test(tc, test_cancel_other_call_inside_callback);
 	tcase_add_test(tc, test_invalid_urls);
 	tcase_add_test(tc, test_truncated_body);
 	tcase_add_test(tc, test_truncated_chunked);

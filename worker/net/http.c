@@ -49,6 +49,8 @@ struct http_client {
 	struct tls_ctx *tls;
 	struct http_call *calls;        /* running and dead ones */
 	struct event *reaper;
+	int in_cb;                      /* depth of user callbacks running */
+	int free_pending;               /* http_client_free() called inside one */
 };
 
 struct http_call {
@@ -126,8 +128,26 @@ http_call_free(struct http_call *call)
 void
 http_client_free(struct http_client *c)
 {
+	static const struct timeval zero = { 0, 0 };
+	struct http_call *call;
+
 	if (c == NULL)
 		return;
+	if (c->in_cb > 0) {
+		/*
+		 * Called from one of our callbacks, inside evhttp's chain: no
+		 * more callbacks from now on, and the freeing is done from the
+		 * loop.
+		 */
+		for (call = c->calls; call != NULL; call = call->next) {
+			call->dead = 1;
+			if (call->timer != NULL)
+				evtimer_del(call->timer);
+		}
+		c->free_pending = 1;
+		evtimer_add(c->reaper, &zero);
+		return;
+	}
 	while (c->calls != NULL)
 		http_call_free(c->calls);
 	event_free(c->reaper);
@@ -145,6 +165,11 @@ http_reaper_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->free_pending) {
+		c->free_pending = 0;
+		http_client_free(c);
+		return;
+	}
 	for (call = c->calls; call != NULL; call = next) {
 		next = call->next;
 		if (call->dead)
@@ -162,6 +187,21 @@ http_call_kill(struct http_call *call)
 	if (call->timer != NULL)
 		evtimer_del(call->timer);
 	evtimer_add(call->c->reaper, &zero);
+}
+
+/*
+ * Calls the user's done callback of a call already marked dead.  The
+ * callback may cancel calls or even free the client: neither frees
+ * anything we are still inside of.
+ */
+static void
+http_user_done(struct http_call *call, const struct http_response *r)
+{
+	struct http_client *c = call->c;
+
+	c->in_cb++;
+	call->cb(call->arg, r);
+	c->in_cb--;
 }
 
 /* Ends a call with a transport error (status 0). */
@@ -185,7 +225,7 @@ http_call_fail(struct http_call *call, const char *error)
 	r.error = error;
 	r.body = "";
 	log_debug("http: %s: %s", call->hostport, error);
-	call->cb(call->arg, &r);
+	http_user_done(call, &r);
 }
 
 /* The deadline of the whole request, or a failure found while starting. */
@@ -304,9 +344,13 @@ http_chunk_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (code >= 200 && code < 300) {
+		struct http_client *c = call->c;
+
 		call->streaming = 1;
 		/* The callback may cancel the call: nothing of it is touched after. */
+		c->in_cb++;
 		call->on_chunk(call->arg, (const char *)evbuffer_pullup(in, -1), n);
+		c->in_cb--;
 	} else {
 		evbuffer_add_buffer(call->body, in);
 	}
@@ -341,7 +385,7 @@ http_call_succeed(struct http_call *call, struct evhttp_request *req)
 	r.body_len = len;
 	r.content_type = ctype;
 	http_call_kill(call);
-	call->cb(call->arg, &r);
+	http_user_done(call, &r);
 	free(ctype);
 }
 
