@@ -181,3 +181,31 @@ def test_default_worker_is_hermes_worker_beside_the_supervisor(build, tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+def test_journal_stream_gives_priority_prefixes(sup):
+    s = sup("--ready", env={"JOURNAL_STREAM": "8:12345"})
+    s.wait_state("ready")
+    s.wait_log(r"(?m)^<6>hermes-supervisor\[%d\]: worker \d+ \(generation 0\) is ready$" % s.pid)
+
+
+def test_usr1_reopens_the_log_file_in_daemon_mode(build, tmp_path):
+    run = str(tmp_path / "run")
+    log = os.path.join(run, "supervisor.log")
+    r = subprocess.run([str(build / "hermes-supervisor"), "--runtime-dir", run, "--",
+                        fixture_path(build), "--ready"], timeout=10)
+    pid = read_pid(os.path.join(run, "supervisor.pid"))
+    try:
+        assert r.returncode == 0 and alive(pid)
+        wait_for(lambda: os.path.exists(log) and "is ready" in open(log).read())
+        os.rename(log, log + ".1")                     # what logrotate does
+        os.kill(pid, signal.SIGUSR1)
+        wait_for(lambda: os.path.exists(log))           # reopened (created) by USR1
+        os.kill(pid, signal.SIGHUP)                     # something new to log
+        wait_for(lambda: os.path.exists(log) and "generation 1" in open(log).read())
+        assert "generation 1" not in open(log + ".1").read()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid))
