@@ -7,12 +7,7 @@
 #include "upstream.h"
 #include "util.h"
 
-#if defined(__has_include)
-#if __has_include("install.h")
 #include "install.h"
-#define HAVE_INSTALL 1
-#endif
-#endif
 
 #include <limits.h>
 #include <stdio.h>
@@ -132,13 +127,8 @@ main(int argc, char **argv)
 		fputs(a.cmd == CMD_HELP ? args_usage() : "hermes-supervisor " VERSION "\n", stdout);
 		return 0;
 	}
-	if (a.cmd == CMD_INSTALL || a.cmd == CMD_UNINSTALL) {
-#ifdef HAVE_INSTALL
+	if (a.cmd == CMD_INSTALL || a.cmd == CMD_UNINSTALL)
 		return install_service_main(argc - 1, argv + 1);
-#else
-		fatal_status(2, "%s is not available in this build", argv[1]);
-#endif
-	}
 	rundir = control_runtime_dir(a.runtime_dir);
 	if (rundir == NULL)
 		fatal_status(2, "no runtime directory: set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR, "

@@ -294,7 +294,8 @@ handle_msg(struct sup *s, const struct notify_msg *m)
 		log_info("worker %ld is stopping", (long)s->worker);
 		begin_stop(s, 0);
 	}
-	if (m->has_extend && s->stop_deadline != 0 && now + m->extend_usec > s->stop_deadline)
+	if (m->has_extend && s->stop_deadline != 0 && m->extend_usec < UINT64_MAX - now &&
+	    now + m->extend_usec > s->stop_deadline)
 		s->stop_deadline = now + m->extend_usec;
 	if (m->watchdog_trigger && s->state != ST_STOPPING)
 		kill_worker(s, "watchdog triggered by the worker");

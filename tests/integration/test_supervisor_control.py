@@ -35,6 +35,14 @@ def test_help_and_version(build):
     assert r.returncode == 0 and r.stdout.startswith("hermes-supervisor ")
 
 
+def test_install_service_is_dispatched(build, tmp_path):
+    r = subprocess.run([str(build / "hermes-supervisor"), "install-service", "--user",
+                        "--dry-run"], capture_output=True, text=True, timeout=10,
+                       env=dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=""))
+    assert r.returncode == 0, r.stderr
+    assert "ExecStart=" in r.stdout and "hermes-supervisor --foreground" in r.stdout
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--stop-timeout", "x"], "bad value for --stop-timeout"),
     (["--crash-limit", "5"], "bad value for --crash-limit"),
