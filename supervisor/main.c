@@ -9,6 +9,7 @@
 
 #include "install.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,17 @@ open_listeners(const struct sup_args *a, struct listen_set *ls)
 	for (i = 0; i < a->nlisten; i++)
 		if (listen_open(ls, a->listen[i], err, sizeof(err)) < 0)
 			fatalx("%s", err);
+}
+
+/* Opens /dev/null on any of fds 0-2 that is closed, so no socket of ours lands there. */
+static void
+sanitize_stdio(void)
+{
+	int fd;
+
+	for (fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+			fatal("cannot open /dev/null");
 }
 
 static void
@@ -118,6 +130,7 @@ main(int argc, char **argv)
 	char err[256], *rundir;
 	int code;
 
+	sanitize_stdio();
 	log_init("hermes-supervisor", NULL);
 	if (args_parse(&a, argc, argv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hermes-supervisor: %s\n%s", err, args_usage());

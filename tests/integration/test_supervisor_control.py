@@ -170,6 +170,15 @@ def test_worker_gets_clean_fds_signals_and_protocol_env(sup, tmp_path):
     assert "pgid %d" % pid in env               # its own process group
 
 
+def test_supervisor_started_with_stdin_closed(sup, tmp_path):
+    s = sup("--ready", "--env", str(tmp_path / "env"), preexec_fn=lambda: os.close(0))
+    s.wait_state("ready")
+    env = open(str(tmp_path / "env.0")).read().splitlines()
+    assert sorted(int(l.split()[1]) for l in env if l.startswith("fd ")) == [0, 1, 2]
+    s.signal(signal.SIGHUP)                 # its own sockets still work
+    s.wait_state("ready", generation=1)
+
+
 def test_default_worker_is_hermes_worker_beside_the_supervisor(build, tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
