@@ -364,9 +364,12 @@ out_sent(void *arg, int ok)
 {
 	struct hub_out *o = arg;
 
-	if (!ok)
-		o->ok = 0;
 	o->idx++;
+	if (!ok) {
+		/* The rest would arrive without its beginning: give up on this text. */
+		o->ok = 0;
+		o->idx = o->n;
+	}
 	out_next(o);
 }
 
