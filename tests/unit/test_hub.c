@@ -452,6 +452,13 @@ START_TEST(test_split_to_max_text)
 		total += strlen(fk.sent[i].text) + 1;
 	}
 	ck_assert_uint_eq(total - 1, strlen(big));
+	/* A piece that fails ends the text (no tail without its beginning); still done. */
+	fk.nsent = 0;
+	fk.fail_sends = 1;
+	dm("2", "local", big);
+	run_until(&dones, 2);
+	ck_assert_int_eq(dones, 2);
+	ck_assert_int_eq(fk.nsent, 1);
 }
 END_TEST
 
