@@ -106,6 +106,36 @@ run: all
 deps:
 	contrib/install-deps.sh
 
+# make install [PREFIX=/usr/local] [DESTDIR=...]: binaries, man pages, the
+# systemd units (ExecStart rewritten for BINDIR) and the example config.
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DATADIR     ?= $(PREFIX)/share/hermes
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+INSTALLED   := $(BINDIR)/hermes-supervisor $(BINDIR)/hermes-worker \
+	$(MANDIR)/man8/hermes-supervisor.8 $(MANDIR)/man8/hermes-worker.8 \
+	$(MANDIR)/man5/hermes-gateway.json.5 $(UNITDIR)/hermes-gateway.service \
+	$(USERUNITDIR)/hermes-gateway.service $(DATADIR)/gateway.example.json
+
+install: $(SUPERVISOR) $(WORKER)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DATADIR)
+	install -m 755 $(SUPERVISOR) $(WORKER) $(DESTDIR)$(BINDIR)/
+	install -m 644 docs/hermes-supervisor.8 docs/hermes-worker.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 docs/hermes-gateway.json.5 $(DESTDIR)$(MANDIR)/man5/
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' contrib/systemd/hermes-gateway.service \
+		> $(DESTDIR)$(UNITDIR)/hermes-gateway.service
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' contrib/systemd/user/hermes-gateway.service \
+		> $(DESTDIR)$(USERUNITDIR)/hermes-gateway.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/hermes-gateway.service \
+		$(DESTDIR)$(USERUNITDIR)/hermes-gateway.service
+	install -m 644 contrib/gateway.example.json $(DESTDIR)$(DATADIR)/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
+
 clean:
 	rm -rf $(BUILD)
 

@@ -44,6 +44,16 @@ default_worker(const char *config)
 }
 
 static void
+free_argv(char **argv)
+{
+	size_t i;
+
+	for (i = 0; argv[i] != NULL; i++)
+		free(argv[i]);
+	free(argv);
+}
+
+static void
 open_listeners(const struct sup_args *a, struct listen_set *ls)
 {
 	char err[256];
@@ -99,6 +109,8 @@ run(const struct sup_args *a, const char *rundir)
 	if (pidfile != NULL)
 		unlink(pidfile);
 	listen_close(&ls);
+	if (argv != a->worker_argv)
+		free_argv(argv);
 	free(pidfile);
 	free(logpath);
 	return code;

@@ -45,6 +45,7 @@ struct sup {
 	int told_ready;                 /* systemd was told READY=1 */
 	int recycle;                    /* respawn at once when the worker ends */
 	int quitting, done, exit_code;
+	int dirty;                      /* the state file needs rewriting */
 	const char *kill_cause;         /* why we SIGKILLed the worker, or NULL */
 	uint64_t wd_usec, up_wd_usec, reset_usec;
 	uint64_t ready_at;
@@ -66,9 +67,9 @@ set_state(struct sup *s, enum state st)
 	s->state = st;
 }
 
-/* Rewrites the state file and tells systemd where we are. */
+/* Rewrites the state file (once per loop turn, so bursts of changes coalesce). */
 static void
-publish(struct sup *s)
+save_state(struct sup *s)
 {
 	struct control_state cs = {
 		s->worker, state_names[s->state], s->spawns > 0 ? s->spawns - 1 : 0,
@@ -77,8 +78,17 @@ publish(struct sup *s)
 	};
 
 	control_write_state(s->rundir, &cs);
+	s->dirty = 0;
+}
+
+/* Marks the state file stale and tells systemd where we are. */
+static void
+publish(struct sup *s)
+{
+	s->dirty = 1;
 	upstream_send("STATUS=%s: worker %ld, generation %u%s%s", state_names[s->state],
-	    (long)s->worker, cs.generation, s->status[0] ? ": " : "", s->status);
+	    (long)s->worker, s->spawns > 0 ? s->spawns - 1 : 0, s->status[0] ? ": " : "",
+	    s->status);
 }
 
 /* Ends the supervisor with code once nothing is left running. */
@@ -429,7 +439,11 @@ sup_run(struct sup *s)
 	sup_spawn(s);
 	while (!s->done) {
 		struct pollfd pf[2] = { { s->nfd, POLLIN, 0 }, { s->sigfd, POLLIN, 0 } };
-		int r = poll(pf, 2, next_timeout(s));
+		int r;
+
+		if (s->dirty)
+			save_state(s);
+		r = poll(pf, 2, next_timeout(s));
 
 		if (r < 0 && errno != EINTR)
 			fatal("poll");
@@ -440,6 +454,7 @@ sup_run(struct sup *s)
 		check_deadlines(s);
 	}
 	spawn_kill_orphans(0);
+	save_state(s);
 	log_info("exiting with status %d", s->exit_code);
 	return s->exit_code;
 }

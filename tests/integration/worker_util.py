@@ -85,7 +85,7 @@ class Gateway:
         if r.returncode != 0:
             return {}
         st = dict(l.split(": ", 1) for l in r.stdout.splitlines() if ": " in l)
-        if st.get("worker_pid", "0").isdigit() and int(st["worker_pid"]) > 0:
+        if st.get("worker_pid", "").isdigit() and int(st["worker_pid"]) > 0:
             self.workers.add(int(st["worker_pid"]))
         return st
 

@@ -6,8 +6,10 @@
  */
 #include "platform.h"
 #include "platforms/console.h"
+#include "platforms/telegram.h"
 
 const struct platform_ops *const platform_table[] = {
 	&console_ops,
+	&telegram_ops,
 	NULL,
 };
