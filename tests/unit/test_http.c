@@ -507,6 +507,26 @@ START_TEST(test_truncated_chunked)
 }
 END_TEST
 
+START_TEST(test_bad_chunk_size)
+{
+	raw_case("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+	    0, "malformed response body");
+}
+END_TEST
+
+START_TEST(test_headers_too_large)
+{
+	static char reply[80 * 1024];
+	size_t n;
+
+	n = (size_t)snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nX-Big: ");
+	memset(reply + n, 'h', 70 * 1024);
+	n += 70 * 1024;
+	snprintf(reply + n, sizeof(reply) - n, "\r\nContent-Length: 2\r\n\r\nok");
+	raw_case(reply, 0, "invalid HTTP response");
+}
+END_TEST
+
 START_TEST(test_garbage)
 {
 	raw_case("this is not http at all\r\n\r\n", 0, "invalid HTTP response");
@@ -673,6 +693,8 @@ http_suite(void)
 	tcase_add_test(tc, test_truncated_body);
 	tcase_add_test(tc, test_truncated_chunked);
 	tcase_add_test(tc, test_garbage);
+	tcase_add_test(tc, test_bad_chunk_size);
+	tcase_add_test(tc, test_headers_too_large);
 	tcase_add_test(tc, test_closed_without_answer);
 	tcase_add_test(tc, test_body_until_close);
 	tcase_add_test(tc, test_tls_ok);
