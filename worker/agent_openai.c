@@ -21,9 +21,6 @@
 #include "net/tls.h"
 #include "util.h"
 
-/* The worker core's config.c provides it; unit tests may link without it. */
-#pragma weak config_secret
-
 #define OPENAI_DEFAULT_URL      "https://api.openai.com/v1"
 #define OPENAI_DEFAULT_KEY_ENV  "OPENAI_API_KEY"
 #define OPENAI_DEFAULT_TIMEOUT  120.0
@@ -66,16 +63,17 @@ struct openai_call {
 	char *fail;                     /* set by an event handler to stop the call */
 };
 
-/* Reads the API key named by api_key_env: config_secret() when linked, else getenv(). */
+/* Reads the API key named by api_key_env: environment, $HERMES_HOME/.env, credentials. */
 static char *
 openai_load_key(const char *env)
 {
-	const char *v;
+	char *v = config_secret(env);
 
-	if (config_secret != NULL)
-		return config_secret(env);
-	v = getenv(env);
-	return v != NULL && v[0] != '\0' ? xstrdup(v) : NULL;
+	if (v != NULL && v[0] == '\0') {
+		free(v);
+		v = NULL;
+	}
+	return v;
 }
 
 /* Frees a string that held a secret, wiping it first. */

@@ -251,8 +251,13 @@ def test_cross_site_requests_refused(launch):
     body = {"chat_id": "x", "user_id": "local", "text": "/restart"}
     r = c.request("POST", "/v1/messages", body, headers={"Origin": "http://evil.example"})
     assert r.status == 403
-    r = c.request("GET", "/v1/status", headers={"Host": "rebind.example:8642"})
-    assert r.status == 403
+    for host in ("rebind.example:8642", "127.0.0.1.evil.example", "127.evil.example:1",
+                 "localhost.evil.example", "[::1].evil", "127.0.0.1:80x"):
+        r = c.request("GET", "/v1/status", headers={"Host": host})
+        assert r.status == 403, host
+    for host in (f"127.0.0.1:{c.port}", f"localhost:{c.port}", f"[::1]:{c.port}",
+                 "127.0.0.2", "LOCALHOST"):
+        assert c.request("GET", "/v1/status", headers={"Host": host}).status == 200, host
     # same-origin browser requests are fine
     r = c.request("POST", "/v1/messages?wait=20", body | {"text": "hi"},
                   headers={"Origin": f"http://127.0.0.1:{c.port}"})
@@ -466,3 +471,70 @@ def test_unhandled_messages_kept_across_restart(launch, tmp_path):
         assert "replayed" in w.log()
     finally:
         fake.stop()
+
+
+def test_mutated_bodies_never_hurt(launch):
+    """Seeded random mutations of a valid body: every answer is 202, 400 or
+    413 (never a crash or a hang), and the worker keeps answering."""
+    import random
+    w, c = launch()
+    rng = random.Random(1234)
+    valid = json.dumps({"chat_id": "fz", "user_id": "local", "text": "fuzz ü ok"}).encode()
+    seen = set()
+    for i in range(300):
+        b = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            op = rng.randrange(4)
+            pos = rng.randrange(len(b) + 1)
+            if op == 0 and b:
+                b[min(pos, len(b) - 1)] = rng.randrange(256)
+            elif op == 1:
+                b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+            elif op == 2:
+                del b[pos:pos + rng.randint(1, 8)]
+            else:
+                b[pos:pos] = rng.choice([b'"', b"\\", b"{", b"]", b"\\u0000",
+                                         b"\\ud800", b"\x00", b"\xc0\x80"])
+        r = c.request("POST", "/v1/messages", bytes(b))
+        assert r.status in (202, 400), (bytes(b), r)
+        if r.status == 400:
+            assert r.json()["error"]
+        seen.add(r.status)
+    assert seen == {202, 400}
+    for body in (b"[" * 100000, b'{"a":' * 20000, b"\xef\xbb\xbf{}", b"\x00" * 100):
+        r = c.request("POST", "/v1/messages", body)
+        assert r.status in (400, 413), (body[:20], r)
+    assert w.alive()
+    echo_ok(c)
+
+
+def test_many_idle_connections(launch):
+    w, c = launch()
+    socks = [socket.create_connection(("127.0.0.1", c.port)) for _ in range(300)]
+    try:
+        echo_ok(c)
+        assert c.status()["worker_pid"] == w.pid
+    finally:
+        for s in socks:
+            s.close()
+    echo_ok(c)
+
+
+def test_clients_that_leave_while_waiting(launch):
+    """Long-polls and POST ?wait whose clients hang up before the answer:
+    their answers go nowhere, the messages are still handled."""
+    w, c = launch()
+    top = c.messages("gone")["last"]
+    body = json.dumps({"chat_id": "gone", "user_id": "u", "text": "bye!!"})
+    for raw in (f"GET /v1/chats/gone/messages?after={top + 10**6}&wait=1 HTTP/1.1\r\n"
+                "Host: 127.0.0.1\r\n\r\n",
+                "POST /v1/messages?wait=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"):
+        s = socket.create_connection(("127.0.0.1", c.port))
+        s.sendall(raw.encode())
+        time.sleep(0.1)
+        s.close()
+    time.sleep(1.5)                     # both waits have ended by now
+    assert w.alive()
+    assert "bye!!" in [m["text"] for m in c.messages("gone")["messages"]]
+    echo_ok(c)

@@ -88,7 +88,7 @@ def test_backoff_grows_to_the_cap(sup):
 def test_backoff_resets_after_ready_period(sup):
     # Each worker is READY longer than the (shortened) reset period, then fails:
     # every failure is a first failure again.
-    s = sup("--ready", "--exit", "1", "--exit-after", "300",
+    s = sup("--ready", "--exit", "1", "--exit-after", "700",
             sup_args=["--crash-limit", "100/60"],
             env={"HERMES_SUPERVISOR_BACKOFF_RESET": "0.2"})
     s.wait_log("respawning in", count=3)
@@ -170,9 +170,8 @@ def test_worker_that_ignores_term_is_killed(sup):
 
 
 def test_self_reported_stopping_that_hangs_is_killed_and_respawned(sup):
-    s = sup("--ready", "--stopping-after", "100", "--until-gen", "1",
-            sup_args=["--stop-timeout", "0.3"])
-    # --stopping-after only matters with an exit; give gen 0 one that never comes
+    # The worker says STOPPING=1 by itself, then never exits.
+    s = sup("--ready", "--stopping-after", "100", sup_args=["--stop-timeout", "0.3"])
     s.wait_starts(2, timeout=15)
     assert "worker %d is stopping" % s.starts()[0][1] in s.logtext()
     assert "after stop timeout" in s.logtext()

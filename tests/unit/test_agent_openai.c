@@ -39,6 +39,9 @@ setup(void)
 	setenv("HERMES_TEST_OPENAI_KEY", KEY, 1);
 	setenv("HERMES_TEST_WRONG_KEY", "sk-wrong-key-987654321", 1);
 	unsetenv("HERMES_TEST_UNSET_KEY");
+	/* Secrets are looked up in $HERMES_HOME/.env too: keep the user's out. */
+	setenv("HERMES_HOME", tlsdir, 1);
+	unsetenv("CREDENTIALS_DIRECTORY");
 	base = event_base_new();
 }
 

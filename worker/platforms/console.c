@@ -849,8 +849,6 @@ replay_cb(evutil_socket_t fd, short what, void *arg)
 		const char *text = jstr(it, "text"), *name = jstr(it, "user_name");
 		const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "time");
 		uint64_t id;
-		if (c->stopping)
-			break;
 		if (jid(it, "id", &id) == -1 || chat == NULL || user == NULL ||
 		    text == NULL || !ident_valid(chat) || !ident_valid(user)) {
 			log_warnx("console: skipping a malformed saved message");
@@ -860,9 +858,13 @@ replay_cb(evutil_socket_t fd, short what, void *arg)
 		snprintf(idstr, sizeof(idstr), "%" PRIu64, id);
 		if (inbox_find(c, idstr) != NULL)
 			continue;
-		inbox_submit(c, inbox_new(c, id, chat, user, name, text,
-		    cJSON_IsNumber(t) ? (time_t)t->valuedouble : time(NULL)));
-		n++;
+		struct con_inbox *in = inbox_new(c, id, chat, user, name, text,
+		    cJSON_IsNumber(t) ? (time_t)t->valuedouble : time(NULL));
+		/* Stopping already: keep it in the inbox, saved again at stop. */
+		if (!c->stopping) {
+			inbox_submit(c, in);
+			n++;
+		}
 	}
 	if (n > 0)
 		log_info("console: replayed %d saved message(s)", n);
@@ -1106,6 +1108,38 @@ handle_page(struct console *c, struct evhttp_request *req)
 	    console_page_html, console_page_len);
 }
 
+/* A Host header naming a loopback address or "localhost", with an optional port. */
+static int
+host_is_loopback(const char *host)
+{
+	char name[INET6_ADDRSTRLEN + 2];
+	const char *end;
+	size_t len;
+	struct in_addr a4;
+
+	if (*host == '[') {
+		end = strchr(host, ']');
+		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
+			return 0;
+		len = (size_t)(end - host - 1);
+		if (len >= sizeof(name))
+			return 0;
+		memcpy(name, host + 1, len);
+		name[len] = '\0';
+		struct in6_addr a6;
+		return inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	len = strcspn(host, ":");
+	if (len >= sizeof(name) || (host[len] == ':' &&
+	    host[len + 1 + strspn(host + len + 1, "0123456789")] != '\0'))
+		return 0;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (strcasecmp(name, "localhost") == 0)
+		return 1;
+	return inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
 /*
  * Without a token, a loopback console must not be reachable from web
  * pages of other sites: a Host naming another name (DNS rebinding) or an
@@ -1118,15 +1152,8 @@ request_origin_ok(struct console *c, struct evhttp_request *req)
 	const char *host = evhttp_find_header(h, "Host");
 	const char *origin = evhttp_find_header(h, "Origin");
 
-	if (host != NULL && c->loopback) {
-		static const char *const ok[] = { "127.", "localhost", "[::1]" };
-		int good = 0;
-		for (size_t i = 0; i < ARRAY_LEN(ok); i++)
-			if (strncasecmp(host, ok[i], strlen(ok[i])) == 0)
-				good = 1;
-		if (!good)
-			return 0;
-	}
+	if (host != NULL && c->loopback && !host_is_loopback(host))
+		return 0;
 	if (origin != NULL) {
 		const char *p = strstr(origin, "://");
 		if (p == NULL || host == NULL || strcasecmp(p + 3, host) != 0)
@@ -1538,6 +1565,8 @@ stop_finish(evutil_socket_t fd, short what, void *arg)
 		c->http = NULL;
 		c->bound = NULL;
 	}
+	if (c->replay != NULL)          /* stopped before the replay ran */
+		replay_cb(-1, 0, c);
 	state_save_outbox(c);
 	state_save_inbox(c);
 	sent_flush(c);
