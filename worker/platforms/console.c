@@ -450,9 +450,9 @@ outbox_append(struct console *c, struct con_msg *m)
 	}
 }
 
-/* Adds the JSON form of m (with chat_id when full) to arr. */
+/* Adds the API form of m to arr. */
 static void
-msg_to_json(const struct con_msg *m, cJSON *arr, int full)
+msg_to_json(const struct con_msg *m, cJSON *arr)
 {
 	cJSON *o = cJSON_CreateObject();
 	uint64_t rt;
@@ -460,8 +460,6 @@ msg_to_json(const struct con_msg *m, cJSON *arr, int full)
 	if (o == NULL || !cJSON_AddItemToArray(arr, o))
 		fatalx("console: out of memory");
 	cJSON_AddNumberToObject(o, "id", (double)m->id);
-	if (full)
-		cJSON_AddStringToObject(o, "chat_id", m->chat_id);
 	cJSON_AddStringToObject(o, "text", m->text);
 	if (m->reply_to == NULL)
 		cJSON_AddNullToObject(o, "reply_to");
@@ -502,7 +500,7 @@ outbox_query(struct console *c, const char *chat_id, uint64_t after, int empty_o
 	for (; m != NULL && n < CON_PAGE_MAX_MSGS; m = TAILQ_NEXT(m, entry)) {
 		if (strcmp(m->chat_id, chat_id) != 0)
 			continue;
-		msg_to_json(m, arr, 0);
+		msg_to_json(m, arr);
 		last = m->id;
 		n++;
 	}
@@ -872,8 +870,8 @@ journal_load(struct console *c, cJSON *pending, uint64_t *next)
 	return any;
 }
 
-static void state_save_outbox(struct console *c);
-static void state_write_inbox(struct console *c, const cJSON *arr);
+static int state_save_outbox(struct console *c);
+static int state_write_inbox(struct console *c, const cJSON *arr);
 
 /* Loads the log, the id counter, the journal and the inbox to replay. */
 static void
@@ -916,8 +914,8 @@ state_load(struct console *c)
 	c->next_id = next;
 	if (journal_load(c, pending, &c->next_id)) {
 		/* fold it in now, so the journal starts empty */
-		state_save_outbox(c);
-		state_write_inbox(c, pending);
+		(void)state_save_outbox(c);
+		(void)state_write_inbox(c, pending);
 	}
 	c->reserved = c->next_id + CON_ID_BLOCK;
 	seq_write(c, c->reserved);
@@ -934,7 +932,7 @@ state_load(struct console *c)
 
 /* Writes the log; 0 or -1. */
 static int
-state_save_outbox_rc(struct console *c)
+state_save_outbox(struct console *c)
 {
 	cJSON *j = cJSON_CreateObject(), *arr = cJSON_CreateArray();
 	struct con_msg *m;
@@ -952,15 +950,9 @@ state_save_outbox_rc(struct console *c)
 	return rc;
 }
 
-static void
-state_save_outbox(struct console *c)
-{
-	(void)state_save_outbox_rc(c);
-}
-
 /* Writes console.inbox.json holding arr (borrowed); 0 or -1. */
 static int
-state_write_inbox_rc(struct console *c, const cJSON *arr)
+state_write_inbox(struct console *c, const cJSON *arr)
 {
 	cJSON *j = cJSON_CreateObject();
 	int rc;
@@ -972,12 +964,6 @@ state_write_inbox_rc(struct console *c, const cJSON *arr)
 	rc = state_write(c, "inbox.json", j);
 	cJSON_Delete(j);
 	return rc;
-}
-
-static void
-state_write_inbox(struct console *c, const cJSON *arr)
-{
-	(void)state_write_inbox_rc(c, arr);
 }
 
 /* Writes the inbox (messages not handled yet, and any not yet replayed). */
@@ -998,7 +984,7 @@ state_save_inbox(struct console *c, int quiet)
 	if (!quiet && cJSON_GetArraySize(arr) > 0)
 		log_info("console: %d unhandled message(s) kept for the next start",
 		    cJSON_GetArraySize(arr));
-	rc = state_write_inbox_rc(c, arr);
+	rc = state_write_inbox(c, arr);
 	cJSON_Delete(arr);
 	return rc;
 }
@@ -1028,7 +1014,7 @@ journal_fold(struct console *c)
 	journal_flush(c);
 	if (c->journal_fd == -1)
 		return;
-	if (state_save_outbox_rc(c) == 0 && state_save_inbox(c, 1) == 0 &&
+	if (state_save_outbox(c) == 0 && state_save_inbox(c, 1) == 0 &&
 	    ftruncate(c->journal_fd, 0) == 0)
 		c->journal_bytes = 0;
 }
@@ -1797,7 +1783,7 @@ console_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg)
 	m->text = xstrdup(msg->text != NULL ? msg->text : "");
 	m->time = time(NULL);
 	if ((in = inbox_find(c, m->reply_to)) != NULL && in->req != NULL)
-		msg_to_json(m, in->replies, 0);
+		msg_to_json(m, in->replies);
 	journal_add(c, "out", msg_saved_json(m));
 	outbox_append(c, m);
 	waiters_wake(c, m->chat_id, m->id);
@@ -1822,7 +1808,7 @@ stop_finish(evutil_socket_t fd, short what, void *arg)
 		c->bound = NULL;
 	}
 	journal_flush(c);
-	if (state_save_outbox_rc(c) == 0 && state_save_inbox(c, 0) == 0) {
+	if (state_save_outbox(c) == 0 && state_save_inbox(c, 0) == 0) {
 		seq_write(c, c->next_id);       /* no id is handed out after this */
 		if (c->journal_fd != -1 && ftruncate(c->journal_fd, 0) == -1)
 			log_warn("console: cannot empty the journal");
