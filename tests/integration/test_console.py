@@ -573,3 +573,25 @@ def test_killed_worker_loses_nothing(launch, tmp_path):
         assert nxt["message_id"] > max(m["id"] for m in c2.messages("k")["messages"][:-1])
     finally:
         fake.stop()
+
+
+def test_journal_is_folded_and_bounded(launch, tmp_path):
+    port = free_port()
+    w, c = launch(port=port)
+    state = tmp_path / "state"
+    big = "z" * 60000
+    for i in range(90):                 # ~10 MiB of journal lines
+        r = c.post(f"{i:03d}{big}", chat_id="fold", wait=20)
+        assert r["replies"][0]["text"].startswith(f"{i:03d}")
+    journal = state / "console.journal"
+    assert journal.stat().st_size < 9 << 20
+    outbox = json.loads((state / "console.outbox.json").read_text())
+    assert len(outbox["messages"]) > 10   # written by a fold, not by a stop
+    assert w.alive()
+    w.stop(sig=signal.SIGKILL)
+    w2, c2 = launch(port=port)
+    msgs = c2.messages("fold")["messages"]
+    assert msgs[-1]["text"].startswith("089")
+    nums = [int(m["text"][:3]) for m in msgs]
+    assert nums == list(range(nums[0], 90))       # the newest, in order, no gap
+    assert sum(len(m["text"]) for m in msgs) <= 4 << 20
