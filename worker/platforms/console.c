@@ -1014,9 +1014,10 @@ journal_fold(struct console *c)
 	journal_flush(c);
 	if (c->journal_fd == -1)
 		return;
-	if (state_save_outbox(c) == 0 && state_save_inbox(c, 1) == 0 &&
-	    ftruncate(c->journal_fd, 0) == 0)
-		c->journal_bytes = 0;
+	if (state_save_outbox(c) == -1 || state_save_inbox(c, 1) == -1 ||
+	    ftruncate(c->journal_fd, 0) == -1)
+		log_warnx("console: cannot fold the journal; trying again later");
+	c->journal_bytes = 0;           /* on failure: again after as much more */
 }
 
 static void
