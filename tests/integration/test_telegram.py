@@ -101,6 +101,21 @@ def test_dm_round_trip_typing_and_journal(gw, fake, tmp_path):
     assert json.loads(journal.read_text()) == {"offset": ids["update_id"] + 1, "pending": []}
 
 
+def test_typing_repeated_while_the_agent_works(gw, fake):
+    w, con = gw(agent={"backend": "exec", "timeout": 20,
+                       "command": ["/bin/sh", "-c", "cat >/dev/null; sleep 4.6; echo slow"]})
+    fake.message(chat_id=-100888, chat_type="supergroup", user_id=USER, thread_id=5,
+                 text=f"@{BOT_USERNAME} take your time")
+    s = fake.wait_text("slow", timeout=40)
+    assert s["message_thread_id"] == 5
+    acts = [a for a in fake.state()["actions"] if a["chat_id"] == -100888]
+    assert len(acts) >= 2 and all(str(a["message_thread_id"]) == "5" for a in acts)
+    time.sleep(0.5)
+    n = len(fake.state()["actions"])
+    time.sleep(4.5)
+    assert len(fake.state()["actions"]) == n        # it stops once the reply is sent
+
+
 def test_forum_topic_round_trip(gw, fake):
     w, con = gw()
     chat = -1009000

@@ -1562,6 +1562,7 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	TAILQ_INIT(&tg->updates);
 	TAILQ_INIT(&tg->chats);
 	LIST_INIT(&tg->typing);
+	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
 	tg->retry_ev = evtimer_new(tg->base, tg_retry_cb, tg);
 	tg->flush_ev = evtimer_new(tg->base, tg_flush_cb, tg);
 	tg->pump_ev = evtimer_new(tg->base, tg_pump_cb, tg);
@@ -1576,7 +1577,6 @@ tg_start(void *self)
 	struct tg *tg = self;
 
 	tg->started = 1;
-	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
 	tg_journal_load(tg);
 	tg_set_state(tg, PLAT_CONNECTING, NULL);
 	tg_getme(tg);
