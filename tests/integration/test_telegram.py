@@ -283,6 +283,23 @@ def test_damaged_journal_is_ignored(gw, fake, tmp_path):
     assert "damaged" in w.log()
 
 
+def test_second_worker_on_the_same_state_dir_waits(gw, fake, tmp_path):
+    a, con_a = gw()
+    b, con_b = gw(wait_up=False)
+    p = wait_tg_state(con_b, "backoff", "telegram.lock")
+    assert str(tmp_path) in p["detail"]
+    fake.message(chat_id=USER, user_id=USER, text="one worker answers")
+    fake.wait_text("one worker answers")
+    assert a.stop() == 0
+    wait_tg_state(con_b, "up", timeout=30)
+    fake.message(chat_id=USER, user_id=USER, text="now the other")
+    fake.wait_text("now the other")
+    settle(fake, con_b)
+    sent = texts(fake.all_sent())
+    assert sent.count("one worker answers") == 1 and sent.count("now the other") == 1
+    assert "409" not in b.log()
+
+
 # ---- faults -------------------------------------------------------------------
 
 FAULTS = [

@@ -14,6 +14,7 @@
  */
 #include "platforms/telegram.h"
 
+#include <sys/file.h>
 #include <sys/queue.h>
 #include <sys/uio.h>
 
@@ -112,6 +113,8 @@ struct tg {
 	struct hub *hub;
 	char *name;
 	char *journal_path;
+	char *lock_path;
+	int lock_fd;                    /* flock'ed while this worker owns the journal */
 	char *token;
 	char *api_url;
 	unsigned poll_timeout;
@@ -166,6 +169,7 @@ static const char *const tg_keys[] = {
 
 static void tg_poll(struct tg *tg);
 static void tg_getme(struct tg *tg);
+static void tg_begin(struct tg *tg);
 static void tg_pump(struct tg *tg);
 static void tg_stop_check(struct tg *tg);
 
@@ -1166,7 +1170,9 @@ tg_retry_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (tg->stopping)
 		return;
-	if (!tg->have_me)
+	if (tg->lock_fd < 0)
+		tg_begin(tg);
+	else if (!tg->have_me)
 		tg_getme(tg);
 	else
 		tg_poll(tg);
@@ -1547,6 +1553,8 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	tg->name = xstrdup(name);
 	tg->journal_path = xasprintf("%s/%s.journal", env->state_dir, name);
 	tg->journal_fd = -1;
+	tg->lock_path = xasprintf("%s/%s.lock", env->state_dir, name);
+	tg->lock_fd = -1;
 	tg->token = xstrdup(token);
 	free(secret);
 	tg->api_url = xstrdup(api);
@@ -1571,15 +1579,59 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	return tg;
 }
 
+/*
+ * Takes state_dir/telegram.lock, so that two workers never share one
+ * journal (nor poll one bot from one state dir).  Returns 1 when held (or
+ * when locking is not possible at all), 0 when another process holds it.
+ */
+static int
+tg_lock(struct tg *tg)
+{
+	int fd;
+
+	fd = open(tg->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_warn("%s: cannot open %s; going on without it", tg->name, tg->lock_path);
+		return 1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			close(fd);
+			return 0;
+		}
+		log_warn("%s: cannot lock %s; going on without it", tg->name, tg->lock_path);
+	}
+	tg->lock_fd = fd;
+	return 1;
+}
+
+/* Owns the state dir's journal, replays it and connects; retried while another worker owns it. */
+static void
+tg_begin(struct tg *tg)
+{
+	char detail[200];
+
+	if (!tg_lock(tg)) {
+		snprintf(detail, sizeof(detail), "another process holds %s", tg->lock_path);
+		log_warnx("%s: %s; retrying", tg->name, detail);
+		tg_set_state(tg, PLAT_BACKOFF, detail);
+		tg_timer_usec(tg->retry_ev, tg_backoff(tg->fails++, TG_BACKOFF_MIN_USEC,
+		    tg->retry_max_usec));
+		return;
+	}
+	tg->fails = 0;
+	tg_journal_load(tg);
+	tg_set_state(tg, PLAT_CONNECTING, NULL);
+	tg_getme(tg);
+}
+
 static void
 tg_start(void *self)
 {
 	struct tg *tg = self;
 
 	tg->started = 1;
-	tg_journal_load(tg);
-	tg_set_state(tg, PLAT_CONNECTING, NULL);
-	tg_getme(tg);
+	tg_begin(tg);
 }
 
 static void
@@ -1714,6 +1766,9 @@ tg_free(void *self)
 	free(tg->bot_username);
 	free(tg->name);
 	free(tg->journal_path);
+	if (tg->lock_fd >= 0)
+		close(tg->lock_fd);
+	free(tg->lock_path);
 	explicit_bzero(tg->token, strlen(tg->token));
 	free(tg->token);
 	free(tg->api_url);
