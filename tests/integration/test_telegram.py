@@ -98,7 +98,9 @@ def test_dm_round_trip_typing_and_journal(gw, fake, tmp_path):
     assert w.alive()
     # A planned stop leaves a one-line snapshot.
     assert w.stop() == 0
-    assert json.loads(journal.read_text()) == {"offset": ids["update_id"] + 1, "pending": []}
+    snap = json.loads(journal.read_text())
+    assert snap["offset"] == ids["update_id"] + 1 and snap["pending"] == []
+    assert abs(snap["time"] - time.time()) < 60
 
 
 def test_typing_repeated_while_the_agent_works(gw, fake):
@@ -271,6 +273,21 @@ def test_journal_replayed_and_deduplicated(build, tmp_path, fake):
         # The worker asked Telegram from the journal's offset.
         assert fake.state()["stats"]["offsets"][0] == uid2 + 1
         assert "damaged (1 line(s) ignored)" in w.log()
+
+
+def test_week_old_offset_not_sent(gw, fake, tmp_path):
+    """After a week without updates Telegram may number them from anywhere, even
+    below the offset kept; such an old offset is not used."""
+    uid = fake.message(chat_id=USER, user_id=USER, text="after a quiet week")["update_id"]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "telegram.journal").write_text(json.dumps(
+        {"offset": uid + 5000, "time": int(time.time()) - 8 * 86400, "pending": []}) + "\n")
+    w, con = gw()
+    fake.wait_text("after a quiet week")
+    fake.message(chat_id=USER, user_id=USER, text="and the next")
+    fake.wait_text("and the next")
+    assert fake.state()["stats"]["offsets"][0] == 0
 
 
 def test_damaged_journal_is_ignored(gw, fake, tmp_path):

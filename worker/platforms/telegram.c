@@ -16,6 +16,7 @@
 
 #include <sys/file.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <ctype.h>
@@ -43,6 +44,11 @@
 #define TG_JOURNAL_MAX          (64u << 20)
 #define TG_PENDING_MAX          2000            /* stop polling beyond this many unhandled */
 #define TG_JOURNAL_COMPACT      (1u << 20)
+/*
+ * Telegram picks the next update_id at random after a week without
+ * updates, possibly below an offset we kept: an offset that old is not sent.
+ */
+#define TG_OFFSET_STALE_SEC     (6 * 24 * 3600)
 #define TG_SEND_ATTEMPTS        5
 #define TG_SEND_TIMEOUT         30.0
 #define TG_MAX_INFLIGHT         64
@@ -128,6 +134,7 @@ struct tg {
 	int have_me;
 
 	int64_t next_offset;            /* the offset of the next getUpdates */
+	time_t offset_time;             /* when an update last arrived (wall clock) */
 	TAILQ_HEAD(tg_update_list, tg_update) updates;
 	size_t nupdates;
 	int journal_fd;
@@ -594,8 +601,9 @@ tg_classify(struct tg *tg, const struct http_response *r, cJSON **doc, const cJS
 
 /*
  * The journal is a file of JSON lines.  A snapshot line
- * {"offset":N,"pending":[updates]} starts it; then each batch appends one
- * {"update":{...}} line per update and an {"offset":N} line, fdatasync'ed
+ * {"offset":N,"time":T,"pending":[updates]} starts it; then each batch
+ * appends one {"update":{...}} line per update and an {"offset":N,"time":T}
+ * line (T: when the batch arrived), fdatasync'ed
  * before the next getUpdates confirms the batch to Telegram; each handled
  * update appends {"done":ID} (not synced: losing one only means a replay
  * the hub recognizes).  When the file grows past TG_JOURNAL_COMPACT it is
@@ -615,6 +623,7 @@ tg_journal_compact(struct tg *tg)
 	doc = cJSON_CreateObject();
 	tg_fmt_i64(num, sizeof(num), tg->next_offset);
 	if (doc == NULL || cJSON_AddRawToObject(doc, "offset", num) == NULL ||
+	    cJSON_AddNumberToObject(doc, "time", (double)tg->offset_time) == NULL ||
 	    (arr = cJSON_AddArrayToObject(doc, "pending")) == NULL)
 		fatalx("%s: out of memory", tg->name);
 	TAILQ_FOREACH(u, &tg->updates, link)
@@ -686,7 +695,7 @@ tg_journal_batch(struct tg *tg, struct tg_update *first)
 		free(line);
 	}
 	tg_fmt_i64(num, sizeof(num), tg->next_offset);
-	line = xasprintf("{\"offset\":%s}", num);
+	line = xasprintf("{\"offset\":%s,\"time\":%lld}", num, (long long)tg->offset_time);
 	tg_journal_append(tg, line);
 	free(line);
 	tg_journal_sync(tg);
@@ -755,6 +764,8 @@ tg_journal_line(struct tg *tg, cJSON *doc)
 		return -1;
 	if (tg_json_i64(tg_get(doc, "offset"), &v) == 0)
 		tg->next_offset = v;
+	if (tg_json_i64(tg_get(doc, "time"), &v) == 0)
+		tg->offset_time = (time_t)v;
 	pending = cJSON_GetObjectItemCaseSensitive(doc, "pending");
 	while (cJSON_IsArray(pending) && pending->child != NULL)
 		tg_journal_take(tg, cJSON_DetachItemViaPointer(pending, pending->child));
@@ -772,8 +783,11 @@ tg_journal_load(struct tg *tg)
 {
 	char *text, *line, *nl;
 	size_t len, bad = 0;
+	struct stat st;
 	cJSON *doc;
 
+	if (stat(tg->journal_path, &st) == 0)
+		tg->offset_time = st.st_mtime;
 	text = read_file(tg->journal_path, TG_JOURNAL_MAX, &len);
 	if (text == NULL && errno != ENOENT)
 		log_warn("%s: cannot read %s; starting from Telegram's own queue",
@@ -980,6 +994,13 @@ tg_dispatch_all(struct tg *tg)
 			tg_dispatch(tg, u);
 }
 
+/* 1 when no update came for so long that Telegram may have restarted its ids. */
+static int
+tg_offset_stale(const struct tg *tg)
+{
+	return tg->offset_time != 0 && time(NULL) - tg->offset_time > TG_OFFSET_STALE_SEC;
+}
+
 /* Takes the new updates of a getUpdates result; returns how many were new (*first: the first). */
 static size_t
 tg_take_updates(struct tg *tg, cJSON *result, struct tg_update **first)
@@ -988,17 +1009,21 @@ tg_take_updates(struct tg *tg, cJSON *result, struct tg_update **first)
 	cJSON *item;
 	int64_t id;
 	size_t n = 0;
+	int stale = tg_offset_stale(tg);
 
 	while ((item = result->child) != NULL) {
 		item = cJSON_DetachItemViaPointer(result, item);
-		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 || id < tg->next_offset) {
+		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 ||
+		    (stale ? tg_update_find(tg, id) != NULL : id < tg->next_offset)) {
 			cJSON_Delete(item);
 			continue;
 		}
 		u = tg_update_add(tg, item, id);
 		if (n++ == 0)
 			*first = u;
-		tg->next_offset = id + 1;
+		if (stale || id + 1 > tg->next_offset)
+			tg->next_offset = id + 1;
+		stale = 0;
 	}
 	return n;
 }
@@ -1072,6 +1097,7 @@ tg_poll_done(void *arg, const struct http_response *r)
 	}
 	cJSON_Delete(doc);
 	if (n > 0) {
+		tg->offset_time = time(NULL);
 		/* Durable before the next getUpdates confirms them to Telegram. */
 		tg_journal_batch(tg, first);
 		tg_dispatch_all(tg);
@@ -1098,7 +1124,7 @@ tg_poll(struct tg *tg)
 	    (au = cJSON_AddArrayToObject(body, "allowed_updates")) == NULL)
 		fatalx("%s: out of memory", tg->name);
 	cJSON_AddItemToArray(au, cJSON_CreateString("message"));
-	if (tg->next_offset != 0) {
+	if (tg->next_offset != 0 && !tg_offset_stale(tg)) {
 		tg_fmt_i64(num, sizeof(num), tg->next_offset);
 		cJSON_AddRawToObject(body, "offset", num);
 	}
