@@ -30,8 +30,9 @@ def unavailable_reason():
     return None
 
 
-def wait_for(cond, timeout, interval=0.1, what="condition"):
-    """Polls cond() until it returns a true value; returns it, or raises AssertionError."""
+def wait_for(cond, timeout, interval=0.1, what="condition", detail=None):
+    """Polls cond() until it returns a true value; returns it, or raises AssertionError
+    (with detail(), e.g. the unit's journal, computed at the timeout)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -39,7 +40,8 @@ def wait_for(cond, timeout, interval=0.1, what="condition"):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    extra = f"\n{detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
 
 
 def _children(pid):

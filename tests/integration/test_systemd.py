@@ -118,11 +118,12 @@ class Gateway:
         def one():
             w = self.workers()
             return w[0] if len(w) == 1 and self.comm(w[0]) == "hermes-worker" else None
-        return su.wait_for(one, 30, what="exactly one hermes-worker in the cgroup")
+        return su.wait_for(one, 30, what="exactly one hermes-worker in the cgroup",
+                           detail=lambda: self.c.journal(UNIT))
 
     def wait_active(self, timeout=30):
         su.wait_for(lambda: self.show("ActiveState")["ActiveState"] == "active", timeout,
-                    what=f"{UNIT} active\n{self.c.journal(UNIT)}")
+                    what=f"{UNIT} active", detail=lambda: self.c.journal(UNIT))
 
     def wait_replaced(self, old, timeout):
         """Waits for a ready worker other than old; returns its PID."""
@@ -132,8 +133,8 @@ class Gateway:
                 return None
             st = self.status()
             return w[0] if st is not None and st.get("worker_pid") == w[0] else None
-        return su.wait_for(new, timeout, interval=0.2,
-                           what=f"a new worker replacing {old}\n{self.c.journal(UNIT)}")
+        return su.wait_for(new, timeout, interval=0.2, what=f"a new worker replacing {old}",
+                           detail=lambda: self.c.journal(UNIT))
 
     def status(self):
         """GET /v1/status, or None while the console is not answering."""
@@ -282,8 +283,9 @@ def test_start(gateway):
     assert gateway.comm(main) == "hermes-supervisor"
     worker = gateway.worker()
     su.wait_for(lambda: str(worker) in gateway.show("StatusText")["StatusText"], 15,
-                what="the worker's pid in StatusText")
-    st = su.wait_for(gateway.status, 15, what="the console answering")
+                what="the worker's pid in StatusText", detail=lambda: gateway.c.journal(UNIT))
+    st = su.wait_for(gateway.status, 15, what="the console answering",
+                     detail=lambda: gateway.c.journal(UNIT))
     assert st["worker_pid"] == worker
     assert st["supervisor_pid"] == main
     # The unit's hardening is in force and the gateway runs under it.
@@ -302,7 +304,7 @@ def test_restart_from_chat(gateway):
     after = body["message_id"]
     notice = su.wait_for(lambda: [m for m in gateway.messages_after(after)
                                   if m["text"].startswith("Gateway online")], 30,
-                         what="the online notice")
+                         what="the online notice", detail=lambda: gateway.c.journal(UNIT))
     assert "generation" in notice[0]["text"]
     gateway.wait_active()
     p = gateway.show("MainPID", "NRestarts", "ActiveState")
@@ -403,7 +405,8 @@ def unit_worker(container, unit, not_pid=None):
         main = int(container.show(unit, "MainPID")["MainPID"])
         w = [p for p in container.cgroup_pids(unit) if p != main]
         return w[0] if len(w) == 1 and w[0] != not_pid else None
-    return su.wait_for(one, 30, what=f"one worker in {unit}")
+    return su.wait_for(one, 30, what=f"one worker in {unit}",
+                       detail=lambda: container.journal(unit))
 
 
 def test_worker_stuck_in_teardown(container):
