@@ -23,7 +23,8 @@ import systemd_util as su
 
 UNIT = "hermes-gateway.service"
 SUP_INSIDE = f"{su.MOUNT}/build/hermes-supervisor"
-# Test timings, set by a drop-in (the shipped unit has 30 s / 10 s / 45 s / 60 s).
+# Test timings, set by a drop-in (the shipped unit: --stop-timeout 30, --watchdog 10,
+# TimeoutStopSec=45, WatchdogSec=30).
 STOP_TIMEOUT = 3
 WORKER_WATCHDOG = 2
 TIMEOUT_STOP_SEC = 15
