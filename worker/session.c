@@ -14,6 +14,7 @@ struct session {
 	char *key;
 	char *path;
 	cJSON *history;
+	size_t count;                   /* entries (cJSON counts by walking the list) */
 	size_t bytes;                   /* sum of the content lengths */
 	int dirty;
 };
@@ -80,12 +81,11 @@ entry_bytes(const cJSON *e)
 static void
 trim(struct session *s)
 {
-	while (cJSON_GetArraySize(s->history) > 1 &&
-	    ((size_t)cJSON_GetArraySize(s->history) > SESSION_MAX_ENTRIES ||
-	    s->bytes > SESSION_MAX_BYTES)) {
+	while (s->count > 1 && (s->count > SESSION_MAX_ENTRIES || s->bytes > SESSION_MAX_BYTES)) {
 		cJSON *old = cJSON_DetachItemFromArray(s->history, 0);
 
 		s->bytes -= entry_bytes(old);
+		s->count--;
 		cJSON_Delete(old);
 	}
 }
@@ -162,7 +162,7 @@ session_history(const struct session *s)
 size_t
 session_length(const struct session *s)
 {
-	return (size_t)cJSON_GetArraySize(s->history);
+	return s->count;
 }
 
 void
@@ -175,6 +175,7 @@ session_append(struct session *s, const char *role, const char *content)
 	    !cJSON_AddItemToArray(s->history, e))
 		fatalx("out of memory");
 	s->bytes += strlen(content);
+	s->count++;
 	s->dirty = 1;
 	trim(s);
 }
@@ -187,6 +188,7 @@ session_reset(struct session *s)
 	if (s->history == NULL)
 		fatalx("out of memory");
 	s->bytes = 0;
+	s->count = 0;
 	s->dirty = 0;
 	if (unlink(s->path) < 0 && errno != ENOENT)
 		log_warn("%s", s->path);

@@ -116,6 +116,28 @@ def test_drain_timeout_honoured(build, tmp_path, port, gateways):
         slow.close()
 
 
+def test_drain_timeout_with_exec_agent(build, tmp_path, port, gateways):
+    """The same with an exec agent that sleeps: cancelled at drain_timeout,
+    its process gone, the message run again by the next worker."""
+    runs = tmp_path / "runs"
+    agent = {"backend": "exec", "timeout": 120,
+             "command": ["/bin/sh", "-c", "echo run >> %s; exec sleep 30" % runs]}
+    cfg = write_config(tmp_path, port, agent=agent, extra={"drain_timeout": 1})
+    g = Gateway(build, tmp_path, cfg)
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    con.wait_ready()
+    con.post("sleepy", chat_id="busy", user_id="local")
+    wait_for(lambda: runs.exists() and runs.read_text().count("run") == 1, what="exec run")
+    t0 = time.monotonic()
+    con.post("/restart", chat_id="ops", user_id="local", wait=20)
+    con.wait_text("busy", "did not finish in time")
+    g.wait_ready(generation=1)
+    assert time.monotonic() - t0 >= 0.9
+    wait_for(lambda: runs.read_text().count("run") == 2, what="the message run again")
+
+
 def test_drain_waits_for_running_call_to_finish(build, tmp_path, port, gateways):
     """A call that ends within drain_timeout is answered before the restart."""
     cfg = write_config(tmp_path, port, extra={"drain_timeout": 30})

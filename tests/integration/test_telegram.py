@@ -50,6 +50,20 @@ def gw(build, tmp_path, fake):
         p.stop()
 
 
+def journal_state(path):
+    """Replays a telegram.journal: (offset, ids of the updates not yet handled)."""
+    offset, pending = None, []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        offset = rec.get("offset", offset)
+        for u in rec.get("pending", []) + ([rec["update"]] if "update" in rec else []):
+            if u["update_id"] not in pending:
+                pending.append(u["update_id"])
+        if "done" in rec and rec["done"] in pending:
+            pending.remove(rec["done"])
+    return offset, pending
+
+
 def texts(sent, chat_id=None):
     return [s["text"] for s in sent if chat_id is None or s["chat_id"] == chat_id]
 
@@ -75,16 +89,31 @@ def test_dm_round_trip_typing_and_journal(gw, fake, tmp_path):
     assert st["allowed_updates"] == ["message"]
     fake.wait_confirmed()
     # The journal empties once the update is handled.
-    journal = tmp_path / "state" / "telegram.offset"
+    journal = tmp_path / "state" / "telegram.journal"
     end = time.monotonic() + 10
-    while True:
-        doc = json.loads(journal.read_text())
-        if doc["pending"] == [] or time.monotonic() > end:
-            break
+    while journal_state(journal)[1] and time.monotonic() < end:
         time.sleep(0.05)
-    assert doc == {"offset": ids["update_id"] + 1, "pending": []}
+    assert journal_state(journal) == (ids["update_id"] + 1, [])
     assert oct(journal.stat().st_mode & 0o777) == "0o600"
     assert w.alive()
+    # A planned stop leaves a one-line snapshot.
+    assert w.stop() == 0
+    assert json.loads(journal.read_text()) == {"offset": ids["update_id"] + 1, "pending": []}
+
+
+def test_typing_repeated_while_the_agent_works(gw, fake):
+    w, con = gw(agent={"backend": "exec", "timeout": 20,
+                       "command": ["/bin/sh", "-c", "cat >/dev/null; sleep 4.6; echo slow"]})
+    fake.message(chat_id=-100888, chat_type="supergroup", user_id=USER, thread_id=5,
+                 text=f"@{BOT_USERNAME} take your time")
+    s = fake.wait_text("slow", timeout=40)
+    assert s["message_thread_id"] == 5
+    acts = [a for a in fake.state()["actions"] if a["chat_id"] == -100888]
+    assert len(acts) >= 2 and all(str(a["message_thread_id"]) == "5" for a in acts)
+    time.sleep(0.5)
+    n = len(fake.state()["actions"])
+    time.sleep(4.5)
+    assert len(fake.state()["actions"]) == n        # it stops once the reply is sent
 
 
 def test_forum_topic_round_trip(gw, fake):
@@ -216,8 +245,16 @@ def test_journal_replayed_and_deduplicated(build, tmp_path, fake):
     uid = fake.update(upd)
     state = tmp_path / "state"
     state.mkdir()
-    (state / "telegram.offset").write_text(json.dumps(
-        {"offset": uid + 1, "pending": [dict(upd, update_id=uid)]}))
+    # A snapshot, a batch and a torn last line, as a crash could leave them.
+    upd2 = json.loads(json.dumps(upd))
+    upd2["message"]["message_id"] = 6
+    upd2["message"]["text"] = "also left behind"
+    uid2 = fake.update(upd2)
+    (state / "telegram.journal").write_text(
+        json.dumps({"offset": uid + 1, "pending": [dict(upd, update_id=uid)]}) + "\n" +
+        json.dumps({"update": dict(upd2, update_id=uid2)}) + "\n" +
+        json.dumps({"offset": uid2 + 1}) + "\n" +
+        json.dumps({"update": dict(upd2, update_id=uid2 + 1)})[:30])
     # Telegram still has it too (offset not yet confirmed): a second copy.
     port = free_port()
     cfg = tg_config(tmp_path, port, fake)
@@ -225,18 +262,21 @@ def test_journal_replayed_and_deduplicated(build, tmp_path, fake):
         con = Console(port)
         con.wait_ready()
         fake.wait_text("left behind")
+        fake.wait_text("also left behind")
         fake.message(chat_id=USER, user_id=USER, text="after")
         fake.wait_text("after")
         settle(fake, con)
         assert texts(fake.all_sent()).count("left behind") == 1
+        assert texts(fake.all_sent()).count("also left behind") == 1
         # The worker asked Telegram from the journal's offset.
-        assert fake.state()["stats"]["offsets"][0] == uid + 1
+        assert fake.state()["stats"]["offsets"][0] == uid2 + 1
+        assert "damaged (1 line(s) ignored)" in w.log()
 
 
 def test_damaged_journal_is_ignored(gw, fake, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    (state / "telegram.offset").write_text("{not json")
+    (state / "telegram.journal").write_text("{not json\n[1,2]\n")
     w, con = gw()
     fake.message(chat_id=USER, user_id=USER, text="still works")
     fake.wait_text("still works")
