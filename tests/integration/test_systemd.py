@@ -611,6 +611,33 @@ def test_template_unit_instance(container):
         container.systemctl("stop", unit, check=False)
     assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
 
+def test_wedged_supervisor_caught_by_systemd_watchdog(container):
+    """A frozen supervisor stops pinging: systemd's WatchdogSec= fires and
+    Restart=on-failure brings the gateway back with a new main PID."""
+    require_binaries()
+    unit = install(container, "wd", console_config(free_port()))
+    drop_in(container, unit)
+    container.write(f"/etc/systemd/system/{unit}.d/60-watchdog.conf",
+                    "[Service]\nWatchdogSec=3\nTimeoutAbortSec=2\n")
+    container.systemctl("daemon-reload")
+    try:
+        container.systemctl("start", unit)
+        main = int(container.show(unit, "MainPID")["MainPID"])
+        unit_worker(container, unit)
+        container.run(["kill", "-STOP", str(main)])
+        su.wait_for(lambda: container.show(unit, "NRestarts")["NRestarts"] == "1", 40,
+                    what=f"{unit} restarted by systemd", detail=lambda: container.journal(unit))
+        su.wait_for(lambda: container.show(unit, "ActiveState")["ActiveState"] == "active", 30,
+                    what=f"{unit} active again", detail=lambda: container.journal(unit))
+        new_main = int(container.show(unit, "MainPID")["MainPID"])
+        assert new_main != main
+        assert main not in container.cgroup_pids(unit)
+        unit_worker(container, unit)
+        assert "Watchdog timeout" in container.journal(unit)
+    finally:
+        container.systemctl("stop", unit, check=False)
+        container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "wd"], check=False)
+
 def test_no_sanitizer_reports_in_journal(container):
     """Last: nothing the gateway logged inside the container is a sanitizer report."""
     r = container.run(["journalctl", "--no-pager", "-o", "cat"], check=False)
