@@ -536,8 +536,7 @@ exec_proc_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!exec_proc_reap(p)) {
-		if (p->pidfd < 0)
-			exec_proc_watch(p);
+		exec_proc_watch(p);     /* not gone yet: keep watching */
 		return;
 	}
 	status = p->status;

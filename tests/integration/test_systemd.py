@@ -23,7 +23,8 @@ import systemd_util as su
 
 UNIT = "hermes-gateway.service"
 SUP_INSIDE = f"{su.MOUNT}/build/hermes-supervisor"
-# Test timings, set by a drop-in (the shipped unit has 30 s / 10 s / 45 s / 60 s).
+# Test timings, set by a drop-in (the shipped unit: --stop-timeout 30, --watchdog 10,
+# TimeoutStopSec=45, WatchdogSec=30).
 STOP_TIMEOUT = 3
 WORKER_WATCHDOG = 2
 TIMEOUT_STOP_SEC = 15
@@ -118,11 +119,12 @@ class Gateway:
         def one():
             w = self.workers()
             return w[0] if len(w) == 1 and self.comm(w[0]) == "hermes-worker" else None
-        return su.wait_for(one, 30, what="exactly one hermes-worker in the cgroup")
+        return su.wait_for(one, 30, what="exactly one hermes-worker in the cgroup",
+                           detail=lambda: self.c.journal(UNIT))
 
     def wait_active(self, timeout=30):
         su.wait_for(lambda: self.show("ActiveState")["ActiveState"] == "active", timeout,
-                    what=f"{UNIT} active\n{self.c.journal(UNIT)}")
+                    what=f"{UNIT} active", detail=lambda: self.c.journal(UNIT))
 
     def wait_replaced(self, old, timeout):
         """Waits for a ready worker other than old; returns its PID."""
@@ -132,8 +134,8 @@ class Gateway:
                 return None
             st = self.status()
             return w[0] if st is not None and st.get("worker_pid") == w[0] else None
-        return su.wait_for(new, timeout, interval=0.2,
-                           what=f"a new worker replacing {old}\n{self.c.journal(UNIT)}")
+        return su.wait_for(new, timeout, interval=0.2, what=f"a new worker replacing {old}",
+                           detail=lambda: self.c.journal(UNIT))
 
     def status(self):
         """GET /v1/status, or None while the console is not answering."""
@@ -282,8 +284,9 @@ def test_start(gateway):
     assert gateway.comm(main) == "hermes-supervisor"
     worker = gateway.worker()
     su.wait_for(lambda: str(worker) in gateway.show("StatusText")["StatusText"], 15,
-                what="the worker's pid in StatusText")
-    st = su.wait_for(gateway.status, 15, what="the console answering")
+                what="the worker's pid in StatusText", detail=lambda: gateway.c.journal(UNIT))
+    st = su.wait_for(gateway.status, 15, what="the console answering",
+                     detail=lambda: gateway.c.journal(UNIT))
     assert st["worker_pid"] == worker
     assert st["supervisor_pid"] == main
     # The unit's hardening is in force and the gateway runs under it.
@@ -302,7 +305,7 @@ def test_restart_from_chat(gateway):
     after = body["message_id"]
     notice = su.wait_for(lambda: [m for m in gateway.messages_after(after)
                                   if m["text"].startswith("Gateway online")], 30,
-                         what="the online notice")
+                         what="the online notice", detail=lambda: gateway.c.journal(UNIT))
     assert "generation" in notice[0]["text"]
     gateway.wait_active()
     p = gateway.show("MainPID", "NRestarts", "ActiveState")
@@ -403,7 +406,8 @@ def unit_worker(container, unit, not_pid=None):
         main = int(container.show(unit, "MainPID")["MainPID"])
         w = [p for p in container.cgroup_pids(unit) if p != main]
         return w[0] if len(w) == 1 and w[0] != not_pid else None
-    return su.wait_for(one, 30, what=f"one worker in {unit}")
+    return su.wait_for(one, 30, what=f"one worker in {unit}",
+                       detail=lambda: container.journal(unit))
 
 
 def test_worker_stuck_in_teardown(container):
@@ -606,6 +610,33 @@ def test_template_unit_instance(container):
     finally:
         container.systemctl("stop", unit, check=False)
     assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
+
+def test_wedged_supervisor_caught_by_systemd_watchdog(container):
+    """A frozen supervisor stops pinging: systemd's WatchdogSec= fires and
+    Restart=on-failure brings the gateway back with a new main PID."""
+    require_binaries()
+    unit = install(container, "wd", console_config(free_port()))
+    drop_in(container, unit)
+    container.write(f"/etc/systemd/system/{unit}.d/60-watchdog.conf",
+                    "[Service]\nWatchdogSec=3\nTimeoutAbortSec=2\n")
+    container.systemctl("daemon-reload")
+    try:
+        container.systemctl("start", unit)
+        main = int(container.show(unit, "MainPID")["MainPID"])
+        unit_worker(container, unit)
+        container.run(["kill", "-STOP", str(main)])
+        su.wait_for(lambda: container.show(unit, "NRestarts")["NRestarts"] == "1", 40,
+                    what=f"{unit} restarted by systemd", detail=lambda: container.journal(unit))
+        su.wait_for(lambda: container.show(unit, "ActiveState")["ActiveState"] == "active", 30,
+                    what=f"{unit} active again", detail=lambda: container.journal(unit))
+        new_main = int(container.show(unit, "MainPID")["MainPID"])
+        assert new_main != main
+        assert main not in container.cgroup_pids(unit)
+        unit_worker(container, unit)
+        assert "Watchdog timeout" in container.journal(unit)
+    finally:
+        container.systemctl("stop", unit, check=False)
+        container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "wd"], check=False)
 
 def test_no_sanitizer_reports_in_journal(container):
     """Last: nothing the gateway logged inside the container is a sanitizer report."""
