@@ -19,8 +19,10 @@ static const char usage[] =
 "Runs WORKER (default: hermes-worker beside this program, with --config FILE)\n"
 "and keeps it alive: exit 75 respawns it at once, 0 stops, 78 stops with 78,\n"
 "anything else respawns after a capped exponential backoff until the crash\n"
-"limit is reached.  Defaults: --stop-timeout 30 --backoff-max 30\n"
-"--crash-limit 5/60, no watchdog.  SEC accepts fractions (0.5).\n";
+"limit is reached.  With --watchdog the worker must send WATCHDOG=1 at\n"
+"least every SEC from its start, else its process group is killed.\n"
+"Defaults: --stop-timeout 30 --backoff-max 30 --crash-limit 5/60, no\n"
+"watchdog (systemd's WatchdogSec, if any).  SEC accepts fractions (0.5).\n";
 
 const char *
 args_usage(void)

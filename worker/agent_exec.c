@@ -2,7 +2,8 @@
  * agent_exec.c - the exec backend: runs the configured argv (no shell)
  * once per message, in the worker's process group.  stdin gets one JSON
  * object {session, platform, chat, user, text, history}; stdout is the
- * reply.
+ * reply (made valid UTF-8).  The command gets the worker's environment
+ * without NOTIFY_SOCKET, WATCHDOG_* and LISTEN_*, and no other descriptor.
  *
  * Everything goes through the event loop: non-blocking pipes, and the
  * child's exit seen through a pidfd (or a polling timer where pidfds are
@@ -535,8 +536,7 @@ exec_proc_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!exec_proc_reap(p)) {
-		if (p->pidfd < 0)
-			exec_proc_watch(p);
+		exec_proc_watch(p);     /* not gone yet: keep watching */
 		return;
 	}
 	status = p->status;
@@ -574,6 +574,35 @@ exec_proc_watch(struct exec_proc *p)
 	event_add(p->ev, p->pidfd >= 0 ? NULL : &poll_tv);
 }
 
+/*
+ * The command's environment: the worker's, without the service-manager
+ * protocol variables (its sd_notify socket, watchdog, passed sockets),
+ * which belong to the worker alone.  The array is allocated; the strings
+ * are borrowed from environ.
+ */
+static char **
+exec_env(void)
+{
+	static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=",
+	    "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=" };
+	size_t n = 0, i, j, k = 0;
+	char **env;
+
+	while (environ[n] != NULL)
+		n++;
+	env = xcalloc(n + 1, sizeof(char *));
+	for (i = 0; i < n; i++) {
+		int keep = 1;
+
+		for (j = 0; j < ARRAY_LEN(drop) && keep; j++)
+			keep = strncmp(environ[i], drop[j], strlen(drop[j])) != 0;
+		if (keep)
+			env[k++] = environ[i];
+	}
+	env[k] = NULL;
+	return env;
+}
+
 /* Spawns the command with the three pipe ends as its stdio. */
 static int
 exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
@@ -581,6 +610,7 @@ exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none, all;
+	char **env;
 	int r;
 
 	sigemptyset(&none);
@@ -596,7 +626,9 @@ exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	r = posix_spawnp(pid, x->argv[0], &fa, &attr, x->argv, environ);
+	env = exec_env();
+	r = posix_spawnp(pid, x->argv[0], &fa, &attr, x->argv, env);
+	free(env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	return r;

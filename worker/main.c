@@ -145,6 +145,9 @@ config_fail(struct worker *w, const char *section, const char *err)
 {
 	const char *file = w->cfg->path != NULL ? w->cfg->path : "embedded default";
 
+	/* Most messages already start with the key they are about. */
+	if (strncmp(err, section, strlen(section)) == 0)
+		fatal_status(EXIT_CONFIG, "%s: %s", file, err);
 	fatal_status(EXIT_CONFIG, "%s: %s: %s", file, section, err);
 }
 

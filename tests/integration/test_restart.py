@@ -158,6 +158,36 @@ def test_drain_waits_for_running_call_to_finish(build, tmp_path, port, gateways)
     assert len(msgs) >= 20
 
 
+def test_messages_across_repeated_restarts_answered_once(build, tmp_path, port, gateways):
+    """100 messages in 5 chats while /restart is issued 5 times: every message
+    is answered exactly once, by whichever worker took it."""
+    cfg = write_config(tmp_path, port)
+    g = Gateway(build, tmp_path, cfg)
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    con.wait_ready()
+    sent = []
+    for r in range(5):
+        for i in range(20):
+            text = "r%d m%d" % (r, i)
+            con.post(text, chat_id="chat%d" % (i % 5), user_id="local", retry=True)
+            sent.append(text)
+        con.post("/restart", chat_id="ops", user_id="local", retry=True)
+        g.wait_ready(generation=r + 1, timeout=30)
+    for c in range(5):
+        want = [t for t in sent if int(t.split("m")[1]) % 5 == c]
+        con.wait_messages("chat%d" % c, lambda ms, n=len(want): len(ms) >= n, timeout=30)
+    time.sleep(0.5)
+    got = []
+    for c in range(5):
+        got += _texts(con.messages("chat%d" % c)["messages"])
+    assert sorted(got) == sorted(sent)
+    notices = [t for t in _texts(con.messages("ops")["messages"])
+               if t.startswith("Gateway online")]
+    assert len(notices) == 5
+
+
 def test_hung_teardown_replaced_by_supervisor(build, tmp_path, port, gateways):
     """A worker stuck in teardown (here: a long drain) is killed at the
     supervisor's stop deadline and replaced."""

@@ -241,6 +241,22 @@ START_TEST(test_argv_without_shell)
 }
 END_TEST
 
+START_TEST(test_environment)
+{
+	/* The worker's environment, minus its service-manager protocol variables. */
+	setenv("HERMES_EXEC_TEST_VAR", "visible", 1);
+	setenv("NOTIFY_SOCKET", "/run/hermes/notify", 1);
+	setenv("WATCHDOG_USEC", "1000000", 1);
+	setenv("LISTEN_FDS", "1", 1);
+	expect("echo \"$HERMES_EXEC_TEST_VAR [${NOTIFY_SOCKET-unset}] "
+	    "[${WATCHDOG_USEC-unset}] [${LISTEN_FDS-unset}]\"", "", "x", 1,
+	    "visible [unset] [unset] [unset]");
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("LISTEN_FDS");
+}
+END_TEST
+
 START_TEST(test_nonzero_exit)
 {
 	expect("cat >/dev/null; echo partial; echo 'bad thing happened' >&2; echo more >&2; exit 3",
@@ -502,6 +518,7 @@ exec_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reply_and_input);
 	tcase_add_test(tc, test_argv_without_shell);
+	tcase_add_test(tc, test_environment);
 	tcase_add_test(tc, test_nonzero_exit);
 	tcase_add_test(tc, test_stderr_line_bounded_and_escaped);
 	tcase_add_test(tc, test_killed_by_signal);

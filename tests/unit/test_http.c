@@ -17,6 +17,7 @@ struct result {
 	char chunks[8192];
 	size_t nchunks;
 	int cancel_on_chunk;
+	int got_chunk;                  /* nchunks > 0, as a flag to wait on */
 	int free_client_in_cb;          /* http_client_free() from inside a callback */
 	struct http_call *call;
 	struct http_call *cancel_other; /* cancelled from the done callback */
@@ -29,6 +30,7 @@ struct seen {
 	char method[16];
 	char host[128];
 	struct evhttp_request *hung;
+	int hung_seen;
 };
 
 static struct event_base *base;
@@ -71,6 +73,7 @@ chunk_cb(void *arg, const char *data, size_t len)
 	memcpy(res->chunks + have, data, len);
 	res->chunks[have + len] = '\0';
 	res->nchunks++;
+	res->got_chunk = 1;
 	if (res->cancel_on_chunk)
 		http_cancel(res->call);
 	if (res->free_client_in_cb) {
@@ -158,6 +161,7 @@ server_cb(struct evhttp_request *req, void *arg)
 		stream_step(-1, 0, req);
 	} else if (strcmp(uri, "/hang") == 0) {
 		seen.hung = req;        /* never answered */
+		seen.hung_seen = 1;
 	} else {
 		evhttp_send_reply(req, 404, "Not Found", out);
 	}
@@ -354,6 +358,8 @@ START_TEST(test_cancel_inside_chunk_callback)
 	req.url = url("http", srv.port, "/stream");
 	r.call = http_request(client, &req, done_cb, &r);
 	ck_assert_ptr_nonnull(r.call);
+	fx_run_until(base, &r.got_chunk, 10);
+	/* The rest of the stream (sent every 20 ms) never reaches the callbacks. */
 	fx_run_for(base, 0.3);
 	ck_assert_uint_eq(r.nchunks, 1);
 	ck_assert_int_eq(r.done, 0);
@@ -365,14 +371,15 @@ END_TEST
 
 START_TEST(test_cancel_before_done)
 {
-	struct http_req req = { .method = "GET", .timeout = 0.2 };
+	struct http_req req = { .method = "GET", .timeout = 5 };
 	struct result r = { 0 }, r2 = { 0 };
 
 	req.url = url("http", srv.port, "/hello");
 	http_cancel(http_request(client, &req, done_cb, &r));
 	req.url = url("http", srv.port, "/hang");
 	r2.call = http_request(client, &req, done_cb, &r2);
-	fx_run_for(base, 0.05);
+	/* Cancelled while the server holds the request. */
+	ck_assert(fx_run_until(base, &seen.hung_seen, 10));
 	http_cancel(r2.call);
 	fx_run_for(base, 0.4);
 	ck_assert_int_eq(r.done, 0);
@@ -403,6 +410,7 @@ START_TEST(test_free_client_inside_callbacks)
 	req.url = url("http", srv.port, "/stream");
 	req.on_chunk = chunk_cb;
 	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.got_chunk, 10);
 	fx_run_for(base, 0.3);
 	ck_assert_uint_eq(r.nchunks, 1);
 	ck_assert_int_eq(r.done, 0);
@@ -504,6 +512,26 @@ START_TEST(test_truncated_chunked)
 {
 	raw_case("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0,
 	    "closed before a complete response");
+}
+END_TEST
+
+START_TEST(test_bad_chunk_size)
+{
+	raw_case("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+	    0, "malformed response body");
+}
+END_TEST
+
+START_TEST(test_headers_too_large)
+{
+	static char reply[80 * 1024];
+	size_t n;
+
+	n = (size_t)snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nX-Big: ");
+	memset(reply + n, 'h', 70 * 1024);
+	n += 70 * 1024;
+	snprintf(reply + n, sizeof(reply) - n, "\r\nContent-Length: 2\r\n\r\nok");
+	raw_case(reply, 0, "invalid HTTP response");
 }
 END_TEST
 
@@ -673,6 +701,8 @@ http_suite(void)
 	tcase_add_test(tc, test_truncated_body);
 	tcase_add_test(tc, test_truncated_chunked);
 	tcase_add_test(tc, test_garbage);
+	tcase_add_test(tc, test_bad_chunk_size);
+	tcase_add_test(tc, test_headers_too_large);
 	tcase_add_test(tc, test_closed_without_answer);
 	tcase_add_test(tc, test_body_until_close);
 	tcase_add_test(tc, test_tls_ok);

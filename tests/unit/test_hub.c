@@ -53,6 +53,7 @@ static struct agent *agent;
 static struct config *cfg;
 static struct hub *hub;
 static char *dir;
+static uint64_t idle_ms;
 
 static void
 fake_start(void *self)
@@ -173,6 +174,7 @@ hub_up(const char *platform_json, unsigned long generation)
 	o.cfg = cfg;
 	o.supervisor_pid = 4242;
 	o.generation = generation;
+	o.session_idle_ms = idle_ms;
 	o.cb.status = on_status;
 	o.cb.stopping = on_stopping;
 	o.cb.finished = on_finished;
@@ -207,6 +209,7 @@ setup(void)
 	fk.base = base;
 	fake_ops.max_text = 4096;
 	dones = 0;
+	idle_ms = 0;
 	finished_code = -1;
 	stopping_code = -1;
 	last_status[0] = '\0';
@@ -449,6 +452,13 @@ START_TEST(test_split_to_max_text)
 		total += strlen(fk.sent[i].text) + 1;
 	}
 	ck_assert_uint_eq(total - 1, strlen(big));
+	/* A piece that fails ends the text (no tail without its beginning); still done. */
+	fk.nsent = 0;
+	fk.fail_sends = 1;
+	dm("2", "local", big);
+	run_until(&dones, 2);
+	ck_assert_int_eq(dones, 2);
+	ck_assert_int_eq(fk.nsent, 1);
 }
 END_TEST
 
@@ -620,6 +630,43 @@ START_TEST(test_status_json)
 }
 END_TEST
 
+START_TEST(test_idle_sessions_leave_memory)
+{
+	cJSON *st;
+	char *path;
+
+	idle_ms = 60;
+	hub_up("{}", 0);
+	dm("1", "local", "keep this");
+	run_until(&dones, 1);
+	st = hub_status_json(hub);
+	ck_assert_int_eq((int)cJSON_GetObjectItem(st, "sessions")->valuedouble, 1);
+	cJSON_Delete(st);
+	run_for(300);
+	st = hub_status_json(hub);
+	ck_assert_int_eq((int)cJSON_GetObjectItem(st, "sessions")->valuedouble, 0);
+	cJSON_Delete(st);
+	/* Saved before it left, and loaded again when the chat goes on. */
+	path = xasprintf("%s/sessions/console:c1.json", dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	free(path);
+	dm("2", "local", "more");
+	run_until(&dones, 2);
+	ck_assert_int_eq(fk.nsent, 2);
+	hub_shutdown(hub, 0);
+	run_until(&finished_code, 0);
+	path = xasprintf("%s/sessions/console:c1.json", dir);
+	{
+		char *text = read_file(path, 1 << 20, NULL);
+
+		ck_assert_ptr_nonnull(strstr(text, "keep this"));
+		ck_assert_ptr_nonnull(strstr(text, "more"));
+		free(text);
+	}
+	free(path);
+}
+END_TEST
+
 START_TEST(test_signal_restart_and_stop)
 {
 	hub_up("{}", 0);
@@ -662,6 +709,7 @@ hub_suite(void)
 	tcase_add_test(tc, test_online_notice_home_channel_and_retry);
 	tcase_add_test(tc, test_marker_for_other_platform_stays);
 	tcase_add_test(tc, test_status_json);
+	tcase_add_test(tc, test_idle_sessions_leave_memory);
 	tcase_add_test(tc, test_signal_restart_and_stop);
 	suite_add_tcase(s, tc);
 	return s;

@@ -260,7 +260,7 @@ http_req_error_text(int e)
 	case EVREQ_HTTP_BUFFER_ERROR:
 		return "connection error";
 	case EVREQ_HTTP_DATA_TOO_LONG:
-		return "response too large";
+		return "malformed response body";
 	default:
 		return "request failed";
 	}
@@ -293,7 +293,8 @@ http_describe_failure(struct http_call *call, char *buf, size_t len)
 		return;
 	}
 	if (call->req_error - 1 == EVREQ_HTTP_DATA_TOO_LONG) {
-		snprintf(buf, len, "response larger than %zu bytes", call->max_body);
+		/* Sizes are capped by http_chunk_cb(): this is bad chunking. */
+		snprintf(buf, len, "%s: malformed response body", call->hostport);
 		return;
 	}
 	if (bev != NULL && bufferevent_socket_get_dns_error(bev) != 0) {
@@ -323,7 +324,12 @@ http_error_cb(enum evhttp_request_error e, void *arg)
 	call->req_error = (int)e + 1;
 }
 
-/* Streams a piece of a 2xx body to on_chunk; other bodies are buffered. */
+/*
+ * Every piece of every body comes here (the chunked callback is always
+ * set), so that the size cap is ours: evhttp's own cap reports malformed
+ * chunking and oversize alike.  2xx bodies go to on_chunk when set;
+ * everything else is buffered.
+ */
 static void
 http_chunk_cb(struct evhttp_request *req, void *arg)
 {
@@ -343,7 +349,7 @@ http_chunk_cb(struct evhttp_request *req, void *arg)
 		http_call_fail(call, msg);
 		return;
 	}
-	if (code >= 200 && code < 300) {
+	if (call->on_chunk != NULL && code >= 200 && code < 300) {
 		struct http_client *c = call->c;
 
 		call->streaming = 1;
@@ -552,13 +558,11 @@ http_call_setup(struct http_call *call, const struct http_req *req, const struct
 	evhttp_connection_set_timeout_tv(call->conn, &tv);
 	evhttp_connection_set_retries(call->conn, 0);
 	evhttp_connection_set_max_headers_size(call->conn, HTTP_MAX_HEADERS);
-	evhttp_connection_set_max_body_size(call->conn, (ev_ssize_t)call->max_body);
 	call->req = evhttp_request_new(http_done_cb, call);
 	if (call->req == NULL)
 		return -1;
 	evhttp_request_set_error_cb(call->req, http_error_cb);
-	if (req->on_chunk != NULL)
-		evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
+	evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
 	http_add_headers(call->req, req, u);
 	if (req->body != NULL && req->body_len > 0)
 		evbuffer_add(evhttp_request_get_output_buffer(call->req), req->body,
