@@ -595,3 +595,23 @@ def test_journal_is_folded_and_bounded(launch, tmp_path):
     nums = [int(m["text"][:3]) for m in msgs]
     assert nums == list(range(nums[0], 90))       # the newest, in order, no gap
     assert sum(len(m["text"]) for m in msgs) <= 4 << 20
+
+
+def test_check_config_applies_console_rules(build, tmp_path):
+    port = free_port()
+    bad = write_config(tmp_path, port, console={"listen": f"0.0.0.0:{port}"}, name="bad.json")
+    w = WorkerProc(build, bad, home=tmp_path, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == 78
+        assert "platforms.console.listen" in w.log() and "token" in w.log()
+    finally:
+        w.stop()
+    good = write_config(tmp_path, port, console={"listen": f"0.0.0.0:{port}", "token": "t"},
+                        name="good.json")
+    w = WorkerProc(build, good, home=tmp_path, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == 0, w.log()
+    finally:
+        w.stop()
+    # nothing was bound or written by a check
+    assert not (tmp_path / "state").exists()

@@ -1832,9 +1832,8 @@ console_stop(void *self, plat_stopped_fn cb, void *arg)
 	struct con_inbox *in;
 	struct timeval tv = { 0, CON_FLUSH_MSEC * 1000 };
 
-	if (c->stopping) {
+	if (c->stopping)                /* stop is called once; ignore a repeat */
 		return;
-	}
 	c->stopping = 1;
 	c->stopped_cb = cb;
 	c->stopped_arg = arg;
