@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -190,8 +192,17 @@ static void
 http_idle_put(struct http_client *c, struct http_call *call)
 {
 	struct http_idle *e = xcalloc(1, sizeof(*e)), **pp;
-	int same = 0, all = 0;
+	struct bufferevent *bev;
+	int same = 0, all = 0, one = 1;
 
+	/*
+	 * A reused connection is past TCP's quick-ack start: without
+	 * TCP_NODELAY a request written as several TLS records waits for
+	 * the peer's delayed ACK (40 ms) before its last record goes out.
+	 */
+	bev = evhttp_connection_get_bufferevent(call->conn);
+	if (bev != NULL && bufferevent_getfd(bev) >= 0)
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	e->place = call->place;
 	e->conn = call->conn;
 	e->ssl = call->ssl;
