@@ -542,6 +542,22 @@ START_TEST(test_server_closes_idle_connection)
 }
 END_TEST
 
+START_TEST(test_idle_connection_times_out)
+{
+	/* evhttp's own idle timeout (the call's timeout + 1 s) closes a pooled connection. */
+	struct http_req tmpl = { .timeout = 0.2 };
+	struct result r;
+
+	fetch("GET", url("http", srv.port, "/hello"), NULL, &tmpl, &r);
+	ck_assert_int_eq(r.status, 200);
+	fx_run_for(base, 1.6);
+	fetch("GET", url("http", srv.port, "/hello"), NULL, &tmpl, &r);
+	ck_assert_msg(r.status == 200, "%s", r.error);
+	ck_assert_int_eq(seen.requests, 2);
+	ck_assert_int_ne(seen.ports[1], seen.ports[0]);
+}
+END_TEST
+
 START_TEST(test_keep_alive_tls)
 {
 	struct http_req req = { .method = "GET", .timeout = 10 };
@@ -819,6 +835,7 @@ http_suite(void)
 	tcase_add_test(tc, test_keep_alive_from_callback);
 	tcase_add_test(tc, test_server_closes_idle_connection);
 	tcase_add_test(tc, test_keep_alive_tls);
+	tcase_add_test(tc, test_idle_connection_times_out);
 	tcase_add_test(tc, test_free_client_inside_callbacks);
 	tcase_add_test(tc, test_cancel_other_call_inside_callback);
 	tcase_add_test(tc, test_invalid_urls);
