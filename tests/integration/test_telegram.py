@@ -98,7 +98,24 @@ def test_dm_round_trip_typing_and_journal(gw, fake, tmp_path):
     assert w.alive()
     # A planned stop leaves a one-line snapshot.
     assert w.stop() == 0
-    assert json.loads(journal.read_text()) == {"offset": ids["update_id"] + 1, "pending": []}
+    snap = json.loads(journal.read_text())
+    assert snap["offset"] == ids["update_id"] + 1 and snap["pending"] == []
+    assert abs(snap["time"] - time.time()) < 60
+
+
+def test_typing_repeated_while_the_agent_works(gw, fake):
+    w, con = gw(agent={"backend": "exec", "timeout": 20,
+                       "command": ["/bin/sh", "-c", "cat >/dev/null; sleep 4.6; echo slow"]})
+    fake.message(chat_id=-100888, chat_type="supergroup", user_id=USER, thread_id=5,
+                 text=f"@{BOT_USERNAME} take your time")
+    s = fake.wait_text("slow", timeout=40)
+    assert s["message_thread_id"] == 5
+    acts = [a for a in fake.state()["actions"] if a["chat_id"] == -100888]
+    assert len(acts) >= 2 and all(str(a["message_thread_id"]) == "5" for a in acts)
+    time.sleep(0.5)
+    n = len(fake.state()["actions"])
+    time.sleep(4.5)
+    assert len(fake.state()["actions"]) == n        # it stops once the reply is sent
 
 
 def test_forum_topic_round_trip(gw, fake):
@@ -258,6 +275,21 @@ def test_journal_replayed_and_deduplicated(build, tmp_path, fake):
         assert "damaged (1 line(s) ignored)" in w.log()
 
 
+def test_week_old_offset_not_sent(gw, fake, tmp_path):
+    """After a week without updates Telegram may number them from anywhere, even
+    below the offset kept; such an old offset is not used."""
+    uid = fake.message(chat_id=USER, user_id=USER, text="after a quiet week")["update_id"]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "telegram.journal").write_text(json.dumps(
+        {"offset": uid + 5000, "time": int(time.time()) - 8 * 86400, "pending": []}) + "\n")
+    w, con = gw()
+    fake.wait_text("after a quiet week")
+    fake.message(chat_id=USER, user_id=USER, text="and the next")
+    fake.wait_text("and the next")
+    assert fake.state()["stats"]["offsets"][0] == 0
+
+
 def test_damaged_journal_is_ignored(gw, fake, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -266,6 +298,23 @@ def test_damaged_journal_is_ignored(gw, fake, tmp_path):
     fake.message(chat_id=USER, user_id=USER, text="still works")
     fake.wait_text("still works")
     assert "damaged" in w.log()
+
+
+def test_second_worker_on_the_same_state_dir_waits(gw, fake, tmp_path):
+    a, con_a = gw()
+    b, con_b = gw(wait_up=False)
+    p = wait_tg_state(con_b, "backoff", "telegram.lock")
+    assert str(tmp_path) in p["detail"]
+    fake.message(chat_id=USER, user_id=USER, text="one worker answers")
+    fake.wait_text("one worker answers")
+    assert a.stop() == 0
+    wait_tg_state(con_b, "up", timeout=30)
+    fake.message(chat_id=USER, user_id=USER, text="now the other")
+    fake.wait_text("now the other")
+    settle(fake, con_b)
+    sent = texts(fake.all_sent())
+    assert sent.count("one worker answers") == 1 and sent.count("now the other") == 1
+    assert "409" not in b.log()
 
 
 # ---- faults -------------------------------------------------------------------

@@ -14,7 +14,9 @@
  */
 #include "platforms/telegram.h"
 
+#include <sys/file.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <ctype.h>
@@ -42,6 +44,11 @@
 #define TG_JOURNAL_MAX          (64u << 20)
 #define TG_PENDING_MAX          2000            /* stop polling beyond this many unhandled */
 #define TG_JOURNAL_COMPACT      (1u << 20)
+/*
+ * Telegram picks the next update_id at random after a week without
+ * updates, possibly below an offset we kept: an offset that old is not sent.
+ */
+#define TG_OFFSET_STALE_SEC     (6 * 24 * 3600)
 #define TG_SEND_ATTEMPTS        5
 #define TG_SEND_TIMEOUT         30.0
 #define TG_MAX_INFLIGHT         64
@@ -112,6 +119,8 @@ struct tg {
 	struct hub *hub;
 	char *name;
 	char *journal_path;
+	char *lock_path;
+	int lock_fd;                    /* flock'ed while this worker owns the journal */
 	char *token;
 	char *api_url;
 	unsigned poll_timeout;
@@ -125,6 +134,7 @@ struct tg {
 	int have_me;
 
 	int64_t next_offset;            /* the offset of the next getUpdates */
+	time_t offset_time;             /* when an update last arrived (wall clock) */
 	TAILQ_HEAD(tg_update_list, tg_update) updates;
 	size_t nupdates;
 	int journal_fd;
@@ -166,6 +176,7 @@ static const char *const tg_keys[] = {
 
 static void tg_poll(struct tg *tg);
 static void tg_getme(struct tg *tg);
+static void tg_begin(struct tg *tg);
 static void tg_pump(struct tg *tg);
 static void tg_stop_check(struct tg *tg);
 
@@ -590,8 +601,9 @@ tg_classify(struct tg *tg, const struct http_response *r, cJSON **doc, const cJS
 
 /*
  * The journal is a file of JSON lines.  A snapshot line
- * {"offset":N,"pending":[updates]} starts it; then each batch appends one
- * {"update":{...}} line per update and an {"offset":N} line, fdatasync'ed
+ * {"offset":N,"time":T,"pending":[updates]} starts it; then each batch
+ * appends one {"update":{...}} line per update and an {"offset":N,"time":T}
+ * line (T: when the batch arrived), fdatasync'ed
  * before the next getUpdates confirms the batch to Telegram; each handled
  * update appends {"done":ID} (not synced: losing one only means a replay
  * the hub recognizes).  When the file grows past TG_JOURNAL_COMPACT it is
@@ -611,6 +623,7 @@ tg_journal_compact(struct tg *tg)
 	doc = cJSON_CreateObject();
 	tg_fmt_i64(num, sizeof(num), tg->next_offset);
 	if (doc == NULL || cJSON_AddRawToObject(doc, "offset", num) == NULL ||
+	    cJSON_AddNumberToObject(doc, "time", (double)tg->offset_time) == NULL ||
 	    (arr = cJSON_AddArrayToObject(doc, "pending")) == NULL)
 		fatalx("%s: out of memory", tg->name);
 	TAILQ_FOREACH(u, &tg->updates, link)
@@ -682,7 +695,7 @@ tg_journal_batch(struct tg *tg, struct tg_update *first)
 		free(line);
 	}
 	tg_fmt_i64(num, sizeof(num), tg->next_offset);
-	line = xasprintf("{\"offset\":%s}", num);
+	line = xasprintf("{\"offset\":%s,\"time\":%lld}", num, (long long)tg->offset_time);
 	tg_journal_append(tg, line);
 	free(line);
 	tg_journal_sync(tg);
@@ -751,6 +764,8 @@ tg_journal_line(struct tg *tg, cJSON *doc)
 		return -1;
 	if (tg_json_i64(tg_get(doc, "offset"), &v) == 0)
 		tg->next_offset = v;
+	if (tg_json_i64(tg_get(doc, "time"), &v) == 0)
+		tg->offset_time = (time_t)v;
 	pending = cJSON_GetObjectItemCaseSensitive(doc, "pending");
 	while (cJSON_IsArray(pending) && pending->child != NULL)
 		tg_journal_take(tg, cJSON_DetachItemViaPointer(pending, pending->child));
@@ -768,8 +783,11 @@ tg_journal_load(struct tg *tg)
 {
 	char *text, *line, *nl;
 	size_t len, bad = 0;
+	struct stat st;
 	cJSON *doc;
 
+	if (stat(tg->journal_path, &st) == 0)
+		tg->offset_time = st.st_mtime;
 	text = read_file(tg->journal_path, TG_JOURNAL_MAX, &len);
 	if (text == NULL && errno != ENOENT)
 		log_warn("%s: cannot read %s; starting from Telegram's own queue",
@@ -976,6 +994,13 @@ tg_dispatch_all(struct tg *tg)
 			tg_dispatch(tg, u);
 }
 
+/* 1 when no update came for so long that Telegram may have restarted its ids. */
+static int
+tg_offset_stale(const struct tg *tg)
+{
+	return tg->offset_time != 0 && time(NULL) - tg->offset_time > TG_OFFSET_STALE_SEC;
+}
+
 /* Takes the new updates of a getUpdates result; returns how many were new (*first: the first). */
 static size_t
 tg_take_updates(struct tg *tg, cJSON *result, struct tg_update **first)
@@ -984,17 +1009,21 @@ tg_take_updates(struct tg *tg, cJSON *result, struct tg_update **first)
 	cJSON *item;
 	int64_t id;
 	size_t n = 0;
+	int stale = tg_offset_stale(tg);
 
 	while ((item = result->child) != NULL) {
 		item = cJSON_DetachItemViaPointer(result, item);
-		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 || id < tg->next_offset) {
+		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 ||
+		    (stale ? tg_update_find(tg, id) != NULL : id < tg->next_offset)) {
 			cJSON_Delete(item);
 			continue;
 		}
 		u = tg_update_add(tg, item, id);
 		if (n++ == 0)
 			*first = u;
-		tg->next_offset = id + 1;
+		if (stale || id + 1 > tg->next_offset)
+			tg->next_offset = id + 1;
+		stale = 0;
 	}
 	return n;
 }
@@ -1068,6 +1097,7 @@ tg_poll_done(void *arg, const struct http_response *r)
 	}
 	cJSON_Delete(doc);
 	if (n > 0) {
+		tg->offset_time = time(NULL);
 		/* Durable before the next getUpdates confirms them to Telegram. */
 		tg_journal_batch(tg, first);
 		tg_dispatch_all(tg);
@@ -1094,7 +1124,7 @@ tg_poll(struct tg *tg)
 	    (au = cJSON_AddArrayToObject(body, "allowed_updates")) == NULL)
 		fatalx("%s: out of memory", tg->name);
 	cJSON_AddItemToArray(au, cJSON_CreateString("message"));
-	if (tg->next_offset != 0) {
+	if (tg->next_offset != 0 && !tg_offset_stale(tg)) {
 		tg_fmt_i64(num, sizeof(num), tg->next_offset);
 		cJSON_AddRawToObject(body, "offset", num);
 	}
@@ -1166,7 +1196,9 @@ tg_retry_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (tg->stopping)
 		return;
-	if (!tg->have_me)
+	if (tg->lock_fd < 0)
+		tg_begin(tg);
+	else if (!tg->have_me)
 		tg_getme(tg);
 	else
 		tg_poll(tg);
@@ -1547,6 +1579,8 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	tg->name = xstrdup(name);
 	tg->journal_path = xasprintf("%s/%s.journal", env->state_dir, name);
 	tg->journal_fd = -1;
+	tg->lock_path = xasprintf("%s/%s.lock", env->state_dir, name);
+	tg->lock_fd = -1;
 	tg->token = xstrdup(token);
 	free(secret);
 	tg->api_url = xstrdup(api);
@@ -1562,6 +1596,7 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	TAILQ_INIT(&tg->updates);
 	TAILQ_INIT(&tg->chats);
 	LIST_INIT(&tg->typing);
+	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
 	tg->retry_ev = evtimer_new(tg->base, tg_retry_cb, tg);
 	tg->flush_ev = evtimer_new(tg->base, tg_flush_cb, tg);
 	tg->pump_ev = evtimer_new(tg->base, tg_pump_cb, tg);
@@ -1570,16 +1605,59 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	return tg;
 }
 
+/*
+ * Takes state_dir/telegram.lock, so that two workers never share one
+ * journal (nor poll one bot from one state dir).  Returns 1 when held (or
+ * when locking is not possible at all), 0 when another process holds it.
+ */
+static int
+tg_lock(struct tg *tg)
+{
+	int fd;
+
+	fd = open(tg->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_warn("%s: cannot open %s; going on without it", tg->name, tg->lock_path);
+		return 1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			close(fd);
+			return 0;
+		}
+		log_warn("%s: cannot lock %s; going on without it", tg->name, tg->lock_path);
+	}
+	tg->lock_fd = fd;
+	return 1;
+}
+
+/* Owns the state dir's journal, replays it and connects; retried while another worker owns it. */
+static void
+tg_begin(struct tg *tg)
+{
+	char detail[200];
+
+	if (!tg_lock(tg)) {
+		snprintf(detail, sizeof(detail), "another process holds %s", tg->lock_path);
+		log_warnx("%s: %s; retrying", tg->name, detail);
+		tg_set_state(tg, PLAT_BACKOFF, detail);
+		tg_timer_usec(tg->retry_ev, tg_backoff(tg->fails++, TG_BACKOFF_MIN_USEC,
+		    tg->retry_max_usec));
+		return;
+	}
+	tg->fails = 0;
+	tg_journal_load(tg);
+	tg_set_state(tg, PLAT_CONNECTING, NULL);
+	tg_getme(tg);
+}
+
 static void
 tg_start(void *self)
 {
 	struct tg *tg = self;
 
 	tg->started = 1;
-	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
-	tg_journal_load(tg);
-	tg_set_state(tg, PLAT_CONNECTING, NULL);
-	tg_getme(tg);
+	tg_begin(tg);
 }
 
 static void
@@ -1714,6 +1792,9 @@ tg_free(void *self)
 	free(tg->bot_username);
 	free(tg->name);
 	free(tg->journal_path);
+	if (tg->lock_fd >= 0)
+		close(tg->lock_fd);
+	free(tg->lock_path);
 	explicit_bzero(tg->token, strlen(tg->token));
 	free(tg->token);
 	free(tg->api_url);
