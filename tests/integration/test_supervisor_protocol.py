@@ -227,7 +227,7 @@ def test_pid1_reaps_orphans_and_stops_on_term(sup, tmp_path):
         pytest.skip("cannot create a pid namespace here")
     g = str(tmp_path / "g")
     s = sup("--ready", "--setsid-grandchild", g, "--exit", "75", "--exit-after", "300",
-            "--until-gen", "1", wrap=["unshare", "--pid", "--fork", "--mount-proc"],
+            "--until-gen", "1", wrap=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
             own_pids=False)
     s.wait_state("ready", generation=1)
     assert s.state()["supervisor_pid"] == "1"
