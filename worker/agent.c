@@ -18,6 +18,8 @@
 
 static const struct agent_backend *const agent_backends[] = {
 	&agent_echo_backend,
+	&agent_openai_backend,
+	&agent_exec_backend,
 };
 
 /* Finds the backend called name, or NULL. */

@@ -145,7 +145,34 @@ config_fail(struct worker *w, const char *section, const char *err)
 {
 	const char *file = w->cfg->path != NULL ? w->cfg->path : "embedded default";
 
+	/* Most messages already start with the key they are about. */
+	if (strncmp(err, section, strlen(section)) == 0)
+		fatal_status(EXIT_CONFIG, "%s: %s", file, err);
 	fatal_status(EXIT_CONFIG, "%s: %s: %s", file, section, err);
+}
+
+/*
+ * Whether anything configured makes client TLS connections.  The TLS
+ * context costs about 4 MiB of resident libcrypto pages, so a gateway that
+ * runs only the local console (plain HTTP on loopback) with the echo or
+ * exec agent does without it.
+ */
+static int
+needs_tls(const struct config *c)
+{
+	const cJSON *b = c->agent != NULL ? cJSON_GetObjectItemCaseSensitive(c->agent, "backend") :
+	    NULL;
+	size_t i;
+
+	if (c->ca_file != NULL)
+		return 1;
+	if (cJSON_IsString(b) && strcmp(b->valuestring, "echo") != 0 &&
+	    strcmp(b->valuestring, "exec") != 0)
+		return 1;
+	for (i = 0; i < c->nplatforms; i++)
+		if (c->platforms[i].enabled && strcmp(c->platforms[i].name, "console") != 0)
+			return 1;
+	return 0;
 }
 
 static void
@@ -164,8 +191,11 @@ setup_loop(struct worker *w)
 		if (w->dns == NULL)
 			fatalx("evdns_base_new failed");
 	}
-	w->tls = tls_ctx_new(w->cfg->ca_file, err, sizeof(err));
-	if (w->tls == NULL) {
+	if (needs_tls(w->cfg))
+		w->tls = tls_ctx_new(w->cfg->ca_file, err, sizeof(err));
+	else
+		log_debug("no client TLS needed");
+	if (w->tls == NULL && needs_tls(w->cfg)) {
 		if (w->cfg->ca_file != NULL)
 			config_fail(w, "tls.ca_file", err);
 		fatalx("TLS: %s", err);

@@ -30,7 +30,8 @@ Control API (JSON), on the control port:
   POST /fault     {method, kind, count, retry_after, delay, size}
                   kind: 409 429 401 404 500 502 slow truncated garbage
                         oversized reset cant_parse
-  POST /clear_faults, GET /state, POST /config {"chat_rate": N}
+  POST /clear_faults, GET /state, POST /config {"chat_rate": N, "token": T},
+  POST /reset (back to the initial state)
 Run: fake_telegram.py --dir DIR [--token T] ; prints one JSON line
 {"port", "ctl_port", "ca", "token", "bot_id", "bot_username"} when ready.
 """
@@ -478,6 +479,13 @@ class Fake:
             self.token = str(c["token"])
         return web.json_response({"ok": True})
 
+    async def ctl_reset(self, request):
+        """Forgets everything a test did (a fresh fake, same port and CA)."""
+        if self.poller is not None and not self.poller.done():
+            self.poller.set_result("conflict")
+        self.__init__(request.app["token"])
+        return web.json_response({"ok": True})
+
     async def ctl_state(self, request):
         return web.json_response({
             "unconfirmed": [u["update_id"] for u in self.updates],
@@ -511,6 +519,8 @@ async def serve(args):
     ctl.router.add_post("/clear_faults", fake.ctl_clear_faults)
     ctl.router.add_post("/config", fake.ctl_config)
     ctl.router.add_get("/state", fake.ctl_state)
+    ctl.router.add_post("/reset", fake.ctl_reset)
+    ctl["token"] = args.token
     runners = []
     for app, port, tls in ((api, args.port, ctx), (ctl, args.ctl_port, None)):
         r = web.AppRunner(app, access_log=None, handle_signals=False)

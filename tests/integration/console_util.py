@@ -129,11 +129,14 @@ class Console:
     def status(self, retry=False):
         return self._json("GET", "/v1/status", retry=retry)
 
-    def wait_ready(self, timeout=20.0):
-        """Waits until the console answers /v1/status; returns the status."""
+    def wait_ready(self, timeout=20.0, alive=None):
+        """Waits until the console answers /v1/status; returns the status.
+        alive: optional callable; when it returns false, stop waiting."""
         end = time.monotonic() + timeout
         last = None
         while time.monotonic() < end:
+            if alive is not None and not alive():
+                raise TimeoutError(f"console on port {self.port}: process gone")
             try:
                 r = self.request("GET", "/v1/status", timeout=5)
                 if r.status == 200:

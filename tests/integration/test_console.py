@@ -4,13 +4,16 @@ free port and the state at a temp dir."""
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import free_port
+from conftest import ROOT, free_port
 from console_util import Console, ConsoleError, WorkerProc, write_config
+
+sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 
 
 @pytest.fixture
@@ -19,16 +22,16 @@ def launch(build, tmp_path):
     started = []
 
     def start(port=None, console=None, env=None, ready=True, agent=None,
-              token=None, home=None):
+              token=None, home=None, extra=None):
         port = port or free_port()
         home = home or tmp_path
-        cfg = write_config(home, port, console=console, agent=agent)
+        cfg = write_config(home, port, console=console, agent=agent, extra=extra)
         w = WorkerProc(build, cfg, home=home, env=env).start()
         started.append(w)
         c = Console(port, token=token)
         if ready:
             try:
-                c.wait_ready()
+                c.wait_ready(alive=w.alive)
             except TimeoutError:
                 raise AssertionError("worker not ready; log:\n" + w.log())
         return w, c
@@ -248,8 +251,13 @@ def test_cross_site_requests_refused(launch):
     body = {"chat_id": "x", "user_id": "local", "text": "/restart"}
     r = c.request("POST", "/v1/messages", body, headers={"Origin": "http://evil.example"})
     assert r.status == 403
-    r = c.request("GET", "/v1/status", headers={"Host": "rebind.example:8642"})
-    assert r.status == 403
+    for host in ("rebind.example:8642", "127.0.0.1.evil.example", "127.evil.example:1",
+                 "localhost.evil.example", "[::1].evil", "127.0.0.1:80x"):
+        r = c.request("GET", "/v1/status", headers={"Host": host})
+        assert r.status == 403, host
+    for host in (f"127.0.0.1:{c.port}", f"localhost:{c.port}", f"[::1]:{c.port}",
+                 "127.0.0.2", "LOCALHOST"):
+        assert c.request("GET", "/v1/status", headers={"Host": host}).status == 200, host
     # same-origin browser requests are fine
     r = c.request("POST", "/v1/messages?wait=20", body | {"text": "hi"},
                   headers={"Origin": f"http://127.0.0.1:{c.port}"})
@@ -416,3 +424,194 @@ def test_port_in_use_backs_off_then_listens(launch):
     assert con and con[0]["state"] == "up"
     assert str(port) in (con[0]["detail"] or "")
     echo_ok(c)
+
+
+def test_unhandled_messages_kept_across_restart(launch, tmp_path):
+    """Messages the hub has not handled when a /restart stops the worker (one
+    whose agent call is cancelled by the drain timeout, one queued behind
+    it, one arriving during the drain) are kept in console.inbox.json and
+    answered exactly once, under their own ids, by the next worker."""
+    from fake_openai import FakeOpenAI
+    fake = FakeOpenAI().start()
+    try:
+        agent = {"backend": "openai", "base_url": fake.url, "model": "m",
+                 "stream": False, "timeout": 30}
+        w, c = launch(agent=agent, extra={"drain_timeout": 1})
+        gen0 = c.status()["generation"]
+        slow = c.post("fault:slow:3 first", chat_id="busy")["message_id"]
+        queued = c.post("second", chat_id="busy")["message_id"]
+        deadline = time.monotonic() + 20
+        while not fake.requests() and time.monotonic() < deadline:
+            time.sleep(0.02)                # the slow call is running
+        restart = c.post("/restart", chat_id="ops", wait=30)
+        assert [m["text"] for m in restart["replies"]] == ["Restarting the gateway..."]
+        # during the drain: not taken; the wait ends at stop with done false
+        late = c.post("third", chat_id="late", wait=30, retry=True)
+        st = c.wait_ready(timeout=60)
+        deadline = time.monotonic() + 60
+        while st["generation"] == gen0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            st = c.wait_ready(timeout=60)
+        assert st["generation"] == gen0 + 1, w.log()
+        c.wait_text("ops", "Gateway online")
+        expect = {slow: ("busy", "echo: fault:slow:3 first"),
+                  queued: ("busy", "echo: second"),
+                  late["message_id"]: ("late", "echo: third")}
+        for mid, (chat, text) in expect.items():
+            c.wait_messages(chat, lambda ms, mid=mid, text=text: any(
+                m["reply_to"] == mid and m["text"] == text for m in ms), timeout=60)
+        time.sleep(0.5)
+        for mid, (chat, text) in expect.items():
+            answers = [m["text"] for m in c.messages(chat)["messages"]
+                       if m["reply_to"] == mid and m["text"].startswith("echo:")]
+            assert answers == [text], (mid, answers)
+        if not late["done"]:
+            assert late["replies"] == []
+        assert "kept for the next start" in w.log()
+        assert "replayed" in w.log()
+    finally:
+        fake.stop()
+
+
+def test_mutated_bodies_never_hurt(launch):
+    """Seeded random mutations of a valid body: every answer is 202, 400 or
+    413 (never a crash or a hang), and the worker keeps answering."""
+    import random
+    w, c = launch()
+    rng = random.Random(1234)
+    valid = json.dumps({"chat_id": "fz", "user_id": "local", "text": "fuzz ü ok"}).encode()
+    seen = set()
+    for i in range(300):
+        b = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            op = rng.randrange(4)
+            pos = rng.randrange(len(b) + 1)
+            if op == 0 and b:
+                b[min(pos, len(b) - 1)] = rng.randrange(256)
+            elif op == 1:
+                b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+            elif op == 2:
+                del b[pos:pos + rng.randint(1, 8)]
+            else:
+                b[pos:pos] = rng.choice([b'"', b"\\", b"{", b"]", b"\\u0000",
+                                         b"\\ud800", b"\x00", b"\xc0\x80"])
+        r = c.request("POST", "/v1/messages", bytes(b))
+        assert r.status in (202, 400), (bytes(b), r)
+        if r.status == 400:
+            assert r.json()["error"]
+        seen.add(r.status)
+    assert seen == {202, 400}
+    for body in (b"[" * 100000, b'{"a":' * 20000, b"\xef\xbb\xbf{}", b"\x00" * 100):
+        r = c.request("POST", "/v1/messages", body)
+        assert r.status in (400, 413), (body[:20], r)
+    assert w.alive()
+    echo_ok(c)
+
+
+def test_many_idle_connections(launch):
+    w, c = launch()
+    socks = [socket.create_connection(("127.0.0.1", c.port)) for _ in range(300)]
+    try:
+        echo_ok(c)
+        assert c.status()["worker_pid"] == w.pid
+    finally:
+        for s in socks:
+            s.close()
+    echo_ok(c)
+
+
+def test_clients_that_leave_while_waiting(launch):
+    """Long-polls and POST ?wait whose clients hang up before the answer:
+    their answers go nowhere, the messages are still handled."""
+    w, c = launch()
+    top = c.messages("gone")["last"]
+    body = json.dumps({"chat_id": "gone", "user_id": "u", "text": "bye!!"})
+    for raw in (f"GET /v1/chats/gone/messages?after={top + 10**6}&wait=1 HTTP/1.1\r\n"
+                "Host: 127.0.0.1\r\n\r\n",
+                "POST /v1/messages?wait=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"):
+        s = socket.create_connection(("127.0.0.1", c.port))
+        s.sendall(raw.encode())
+        time.sleep(0.1)
+        s.close()
+    time.sleep(1.5)                     # both waits have ended by now
+    assert w.alive()
+    assert "bye!!" in [m["text"] for m in c.messages("gone")["messages"]]
+    echo_ok(c)
+
+
+def test_killed_worker_loses_nothing(launch, tmp_path):
+    """SIGKILL (as the supervisor does to a hung worker): the next worker
+    still has the chat log, and answers once what was accepted but not
+    handled (from console.journal)."""
+    from fake_openai import FakeOpenAI
+    fake = FakeOpenAI().start()
+    try:
+        agent = {"backend": "openai", "base_url": fake.url, "model": "m",
+                 "stream": False, "timeout": 30}
+        port = free_port()
+        w, c = launch(port=port, agent=agent)
+        done = c.post("answered", chat_id="k", wait=20)
+        assert [m["text"] for m in done["replies"]] == ["echo: answered"]
+        slow = c.post("fault:slow:2 pending", chat_id="k")["message_id"]
+        queued = c.post("queued", chat_id="k")["message_id"]
+        deadline = time.monotonic() + 20
+        while len(fake.requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)                # the slow call is running
+        w.stop(sig=signal.SIGKILL)
+        assert (tmp_path / "state" / "console.journal").stat().st_size > 0
+
+        w2, c2 = launch(port=port, agent=agent)
+        for mid, text in ((slow, "echo: fault:slow:2 pending"), (queued, "echo: queued")):
+            c2.wait_messages("k", lambda ms, mid=mid, text=text: any(
+                m["reply_to"] == mid and m["text"] == text for m in ms), timeout=60)
+        time.sleep(0.5)
+        texts = [m["text"] for m in c2.messages("k")["messages"]]
+        assert texts == ["echo: answered", "echo: fault:slow:2 pending", "echo: queued"]
+        assert "journal" in w2.log()
+        nxt = c2.post("next", chat_id="k", wait=20)
+        assert nxt["message_id"] > max(m["id"] for m in c2.messages("k")["messages"][:-1])
+    finally:
+        fake.stop()
+
+
+def test_journal_is_folded_and_bounded(launch, tmp_path):
+    port = free_port()
+    w, c = launch(port=port)
+    state = tmp_path / "state"
+    big = "z" * 60000
+    for i in range(90):                 # ~10 MiB of journal lines
+        r = c.post(f"{i:03d}{big}", chat_id="fold", wait=20)
+        assert r["replies"][0]["text"].startswith(f"{i:03d}")
+    journal = state / "console.journal"
+    assert journal.stat().st_size < 9 << 20
+    outbox = json.loads((state / "console.outbox.json").read_text())
+    assert len(outbox["messages"]) > 10   # written by a fold, not by a stop
+    assert w.alive()
+    w.stop(sig=signal.SIGKILL)
+    w2, c2 = launch(port=port)
+    msgs = c2.messages("fold")["messages"]
+    assert msgs[-1]["text"].startswith("089")
+    nums = [int(m["text"][:3]) for m in msgs]
+    assert nums == list(range(nums[0], 90))       # the newest, in order, no gap
+    assert sum(len(m["text"]) for m in msgs) <= 4 << 20
+
+
+def test_check_config_applies_console_rules(build, tmp_path):
+    port = free_port()
+    bad = write_config(tmp_path, port, console={"listen": f"0.0.0.0:{port}"}, name="bad.json")
+    w = WorkerProc(build, bad, home=tmp_path, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == 78
+        assert "platforms.console.listen" in w.log() and "token" in w.log()
+    finally:
+        w.stop()
+    good = write_config(tmp_path, port, console={"listen": f"0.0.0.0:{port}", "token": "t"},
+                        name="good.json")
+    w = WorkerProc(build, good, home=tmp_path, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == 0, w.log()
+    finally:
+        w.stop()
+    # nothing was bound or written by a check
+    assert not (tmp_path / "state").exists()

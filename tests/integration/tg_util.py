@@ -131,6 +131,9 @@ class FakeTelegram:
     def configure(self, **kw):
         return self._ctl("POST", "/config", kw)
 
+    def reset(self):
+        return self._ctl("POST", "/reset", {})
+
     def state(self):
         return self._ctl("GET", "/state")
 
@@ -148,7 +151,7 @@ def tg_config(directory, console_port, fake, telegram=None, console=None, agent=
     """A config with the console (for /v1/status) and Telegram against the fake."""
     tg = {"enabled": True, "token": fake.token, "api_url": fake.api_url,
           "poll_timeout": 1, "allowed_users": ["*"], "admins": ["1001"],
-          "rate_chat": 1000, "rate_global": 10000, "retry_max": 2}
+          "rate_chat": 1000, "rate_global": 10000, "retry_max": 1}
     tg.update(telegram or {})
     for k in [k for k, v in tg.items() if v is None]:
         del tg[k]

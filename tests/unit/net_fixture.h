@@ -32,7 +32,7 @@
 static char fx_certdir[256];
 
 /* Runs a shell command; exits when it fails (also callable outside a test). */
-static void
+static __attribute__((unused)) void
 fx_sh(const char *cmd)
 {
 	int r = system(cmd);
@@ -44,7 +44,7 @@ fx_sh(const char *cmd)
 }
 
 /* Makes the certificates once per process in a temporary directory. */
-static void
+static __attribute__((unused)) void
 fx_make_certs(void)
 {
 	char cmd[2048];
@@ -75,7 +75,7 @@ fx_make_certs(void)
 }
 
 /* Removes the certificate directory (from main, after the tests). */
-static void
+static __attribute__((unused)) void
 fx_remove_certs(void)
 {
 	char cmd[512];
@@ -88,7 +88,7 @@ fx_remove_certs(void)
 }
 
 /* Path of a file in the certificate directory (static buffer per slot). */
-static const char *
+static __attribute__((unused)) const char *
 fx_cert(const char *name)
 {
 	static char bufs[4][512];
@@ -100,7 +100,7 @@ fx_cert(const char *name)
 }
 
 /* The port a socket is bound to. */
-static int
+static __attribute__((unused)) int
 fx_sock_port(evutil_socket_t fd)
 {
 	struct sockaddr_in sin;
@@ -111,7 +111,7 @@ fx_sock_port(evutil_socket_t fd)
 }
 
 /* A TCP port on 127.0.0.1 with nothing listening (was free a moment ago). */
-static int
+static __attribute__((unused)) int
 fx_closed_port(void)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
@@ -133,7 +133,7 @@ struct fx_server {
 };
 
 /* Wraps each accepted connection in TLS. */
-static struct bufferevent *
+static __attribute__((unused)) struct bufferevent *
 fx_tls_bevcb(struct event_base *base, void *arg)
 {
 	SSL_CTX *ctx = arg;
@@ -143,7 +143,7 @@ fx_tls_bevcb(struct event_base *base, void *arg)
 }
 
 /* Starts a server on 127.0.0.1; cert names a pair in the cert dir, or NULL for plain. */
-static void
+static __attribute__((unused)) void
 fx_server_start(struct fx_server *s, struct event_base *base, const char *cert,
     void (*cb)(struct evhttp_request *, void *), void *arg)
 {
@@ -169,7 +169,7 @@ fx_server_start(struct fx_server *s, struct event_base *base, const char *cert,
 	s->port = fx_sock_port(evhttp_bound_socket_get_fd(bs));
 }
 
-static void
+static __attribute__((unused)) void
 fx_server_stop(struct fx_server *s)
 {
 	if (s->http != NULL)
@@ -188,14 +188,14 @@ struct fx_raw {
 	int port;
 };
 
-static void
+static __attribute__((unused)) void
 fx_raw_written(struct bufferevent *bev, void *arg)
 {
 	(void)arg;
 	bufferevent_free(bev);
 }
 
-static void
+static __attribute__((unused)) void
 fx_raw_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)what;
@@ -203,7 +203,7 @@ fx_raw_event(struct bufferevent *bev, short what, void *arg)
 	bufferevent_free(bev);
 }
 
-static void
+static __attribute__((unused)) void
 fx_raw_read(struct bufferevent *bev, void *arg)
 {
 	struct fx_raw *r = arg;
@@ -221,7 +221,7 @@ fx_raw_read(struct bufferevent *bev, void *arg)
 	bufferevent_write(bev, r->reply, r->reply_len);
 }
 
-static void
+static __attribute__((unused)) void
 fx_raw_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
@@ -234,7 +234,7 @@ fx_raw_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *s
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-static void
+static __attribute__((unused)) void
 fx_raw_start(struct fx_raw *r, struct event_base *base, const char *reply, size_t len)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
@@ -248,7 +248,7 @@ fx_raw_start(struct fx_raw *r, struct event_base *base, const char *reply, size_
 	r->port = fx_sock_port(evconnlistener_get_fd(r->lis));
 }
 
-static void
+static __attribute__((unused)) void
 fx_raw_stop(struct fx_raw *r)
 {
 	if (r->lis != NULL)
@@ -257,7 +257,7 @@ fx_raw_stop(struct fx_raw *r)
 }
 
 /* Runs the loop until *flag is non-zero or secs pass; returns *flag. */
-static int
+static __attribute__((unused)) int
 fx_run_until(struct event_base *base, const int *flag, double secs)
 {
 	uint64_t end = mono_msec() + (uint64_t)(secs * 1000);
@@ -272,7 +272,7 @@ fx_run_until(struct event_base *base, const int *flag, double secs)
 }
 
 /* Runs the loop for secs seconds. */
-static void
+static __attribute__((unused)) void
 fx_run_for(struct event_base *base, double secs)
 {
 	int never = 0;
@@ -281,3 +281,102 @@ fx_run_for(struct event_base *base, double secs)
 }
 
 #endif
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <cjson/cJSON.h>
+
+/* A running tests/fakes/fake_openai.py. */
+struct fx_fake {
+	pid_t pid;
+	int port;
+	char url[128];
+	char ca[512];
+};
+
+/* Starts the fake (TLS when tls_dir is set); exits the process on failure. */
+static __attribute__((unused)) void
+fx_fake_start(struct fx_fake *f, const char *tls_dir, const char *api_key)
+{
+	const char *src = getenv("HERMES_SRC");
+	char script[512], line[1024];
+	const char *argv[8];
+	size_t n = 0;
+	int fds[2], argc = 0;
+	cJSON *j;
+
+	memset(f, 0, sizeof(*f));
+	snprintf(script, sizeof(script), "%s/tests/fakes/fake_openai.py", src ? src : ".");
+	if (src == NULL && access(script, R_OK) != 0) {
+		/* Not run from the source tree: try beside BUILD/tests/<binary>. */
+		char exe[400];
+		ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+		if (len > 0) {
+			exe[len] = '\0';
+			snprintf(script, sizeof(script), "%s/../../tests/fakes/fake_openai.py",
+			    dirname(exe));
+		}
+	}
+	argv[argc++] = "/usr/bin/python3";
+	argv[argc++] = script;
+	if (tls_dir != NULL) {
+		argv[argc++] = "--tls-dir";
+		argv[argc++] = tls_dir;
+	}
+	if (api_key != NULL) {
+		argv[argc++] = "--api-key";
+		argv[argc++] = api_key;
+	}
+	argv[argc] = NULL;
+	if (pipe(fds) < 0)
+		exit(2);
+	f->pid = fork();
+	if (f->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		dup2(fds[1], STDOUT_FILENO);
+		close(fds[0]);
+		close(fds[1]);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	while (n < sizeof(line) - 1) {
+		struct pollfd p = { .fd = fds[0], .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, 30000) <= 0)
+			break;
+		r = read(fds[0], line + n, 1);
+		if (r <= 0 || line[n] == '\n')
+			break;
+		n++;
+	}
+	line[n] = '\0';
+	close(fds[0]);
+	j = cJSON_Parse(line);
+	if (j == NULL || !cJSON_IsNumber(cJSON_GetObjectItem(j, "port"))) {
+		fprintf(stderr, "fake_openai did not start (run from the source tree or set "
+		    "HERMES_SRC): %s\n", line);
+		exit(2);
+	}
+	f->port = cJSON_GetObjectItem(j, "port")->valueint;
+	snprintf(f->url, sizeof(f->url), "%s", cJSON_GetObjectItem(j, "url")->valuestring);
+	if (cJSON_IsString(cJSON_GetObjectItem(j, "ca")))
+		snprintf(f->ca, sizeof(f->ca), "%s", cJSON_GetObjectItem(j, "ca")->valuestring);
+	cJSON_Delete(j);
+}
+
+static __attribute__((unused)) void
+fx_fake_stop(struct fx_fake *f)
+{
+	if (f->pid > 0) {
+		kill(f->pid, SIGTERM);
+		waitpid(f->pid, NULL, 0);
+	}
+	f->pid = 0;
+}

@@ -17,7 +17,10 @@ struct result {
 	char chunks[8192];
 	size_t nchunks;
 	int cancel_on_chunk;
+	int got_chunk;                  /* nchunks > 0, as a flag to wait on */
+	int free_client_in_cb;          /* http_client_free() from inside a callback */
 	struct http_call *call;
+	struct http_call *cancel_other; /* cancelled from the done callback */
 };
 
 struct seen {
@@ -27,6 +30,7 @@ struct seen {
 	char method[16];
 	char host[128];
 	struct evhttp_request *hung;
+	int hung_seen;
 };
 
 static struct event_base *base;
@@ -51,6 +55,12 @@ done_cb(void *arg, const struct http_response *r)
 	res->body[r->body_len] = '\0';
 	res->body_len = r->body_len;
 	snprintf(res->ctype, sizeof(res->ctype), "%s", r->content_type ? r->content_type : "");
+	if (res->cancel_other != NULL)
+		http_cancel(res->cancel_other);
+	if (res->free_client_in_cb) {
+		http_client_free(client);
+		client = NULL;
+	}
 }
 
 static void
@@ -63,8 +73,13 @@ chunk_cb(void *arg, const char *data, size_t len)
 	memcpy(res->chunks + have, data, len);
 	res->chunks[have + len] = '\0';
 	res->nchunks++;
+	res->got_chunk = 1;
 	if (res->cancel_on_chunk)
 		http_cancel(res->call);
+	if (res->free_client_in_cb) {
+		http_client_free(client);
+		client = NULL;
+	}
 }
 
 /* Sends the next piece of a streamed reply, then ends it. */
@@ -146,6 +161,7 @@ server_cb(struct evhttp_request *req, void *arg)
 		stream_step(-1, 0, req);
 	} else if (strcmp(uri, "/hang") == 0) {
 		seen.hung = req;        /* never answered */
+		seen.hung_seen = 1;
 	} else {
 		evhttp_send_reply(req, 404, "Not Found", out);
 	}
@@ -342,6 +358,8 @@ START_TEST(test_cancel_inside_chunk_callback)
 	req.url = url("http", srv.port, "/stream");
 	r.call = http_request(client, &req, done_cb, &r);
 	ck_assert_ptr_nonnull(r.call);
+	fx_run_until(base, &r.got_chunk, 10);
+	/* The rest of the stream (sent every 20 ms) never reaches the callbacks. */
 	fx_run_for(base, 0.3);
 	ck_assert_uint_eq(r.nchunks, 1);
 	ck_assert_int_eq(r.done, 0);
@@ -353,19 +371,79 @@ END_TEST
 
 START_TEST(test_cancel_before_done)
 {
-	struct http_req req = { .method = "GET", .timeout = 0.2 };
+	struct http_req req = { .method = "GET", .timeout = 5 };
 	struct result r = { 0 }, r2 = { 0 };
 
 	req.url = url("http", srv.port, "/hello");
 	http_cancel(http_request(client, &req, done_cb, &r));
 	req.url = url("http", srv.port, "/hang");
 	r2.call = http_request(client, &req, done_cb, &r2);
-	fx_run_for(base, 0.05);
+	/* Cancelled while the server holds the request. */
+	ck_assert(fx_run_until(base, &seen.hung_seen, 10));
 	http_cancel(r2.call);
 	fx_run_for(base, 0.4);
 	ck_assert_int_eq(r.done, 0);
 	ck_assert_int_eq(r2.done, 0);
 	http_cancel(NULL);
+}
+END_TEST
+
+START_TEST(test_free_client_inside_callbacks)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct result r = { .free_client_in_cb = 1 }, other = { 0 };
+
+	/* From the done callback, with another call still running. */
+	req.url = url("http", srv.port, "/hang");
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &other));
+	req.url = url("http", srv.port, "/hello");
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.done, 10);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_null(client);
+	fx_run_for(base, 0.1);
+	ck_assert_int_eq(other.done, 0);
+	/* From a chunk callback. */
+	client = http_client_new(base, NULL, tls);
+	memset(&r, 0, sizeof(r));
+	r.free_client_in_cb = 1;
+	req.url = url("http", srv.port, "/stream");
+	req.on_chunk = chunk_cb;
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.got_chunk, 10);
+	fx_run_for(base, 0.3);
+	ck_assert_uint_eq(r.nchunks, 1);
+	ck_assert_int_eq(r.done, 0);
+	ck_assert_ptr_null(client);
+	/* From a failure's callback. */
+	client = http_client_new(base, NULL, tls);
+	memset(&r, 0, sizeof(r));
+	r.free_client_in_cb = 1;
+	req.url = url("http", fx_closed_port(), "/");
+	req.on_chunk = NULL;
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.done, 10);
+	ck_assert_int_eq(r.status, 0);
+	fx_run_for(base, 0.05);
+	client = http_client_new(base, NULL, tls);
+}
+END_TEST
+
+START_TEST(test_cancel_other_call_inside_callback)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct result r = { 0 }, other = { 0 };
+
+	req.url = url("http", srv.port, "/hang");
+	other.call = http_request(client, &req, done_cb, &other);
+	fx_run_for(base, 0.05);
+	r.cancel_other = other.call;
+	req.url = url("http", srv.port, "/hello");
+	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.done, 10);
+	ck_assert_int_eq(r.status, 200);
+	fx_run_for(base, 0.1);
+	ck_assert_int_eq(other.done, 0);
 }
 END_TEST
 
@@ -434,6 +512,26 @@ START_TEST(test_truncated_chunked)
 {
 	raw_case("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0,
 	    "closed before a complete response");
+}
+END_TEST
+
+START_TEST(test_bad_chunk_size)
+{
+	raw_case("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+	    0, "malformed response body");
+}
+END_TEST
+
+START_TEST(test_headers_too_large)
+{
+	static char reply[80 * 1024];
+	size_t n;
+
+	n = (size_t)snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nX-Big: ");
+	memset(reply + n, 'h', 70 * 1024);
+	n += 70 * 1024;
+	snprintf(reply + n, sizeof(reply) - n, "\r\nContent-Length: 2\r\n\r\nok");
+	raw_case(reply, 0, "invalid HTTP response");
 }
 END_TEST
 
@@ -597,10 +695,14 @@ http_suite(void)
 	tcase_add_test(tc, test_cancel_inside_chunk_callback);
 	tcase_add_test(tc, test_cancel_before_done);
 	tcase_add_test(tc, test_free_with_running_calls);
+	tcase_add_test(tc, test_free_client_inside_callbacks);
+	tcase_add_test(tc, test_cancel_other_call_inside_callback);
 	tcase_add_test(tc, test_invalid_urls);
 	tcase_add_test(tc, test_truncated_body);
 	tcase_add_test(tc, test_truncated_chunked);
 	tcase_add_test(tc, test_garbage);
+	tcase_add_test(tc, test_bad_chunk_size);
+	tcase_add_test(tc, test_headers_too_large);
 	tcase_add_test(tc, test_closed_without_answer);
 	tcase_add_test(tc, test_body_until_close);
 	tcase_add_test(tc, test_tls_ok);

@@ -49,6 +49,8 @@ struct http_client {
 	struct tls_ctx *tls;
 	struct http_call *calls;        /* running and dead ones */
 	struct event *reaper;
+	int in_cb;                      /* depth of user callbacks running */
+	int free_pending;               /* http_client_free() called inside one */
 };
 
 struct http_call {
@@ -126,8 +128,26 @@ http_call_free(struct http_call *call)
 void
 http_client_free(struct http_client *c)
 {
+	static const struct timeval zero = { 0, 0 };
+	struct http_call *call;
+
 	if (c == NULL)
 		return;
+	if (c->in_cb > 0) {
+		/*
+		 * Called from one of our callbacks, inside evhttp's chain: no
+		 * more callbacks from now on, and the freeing is done from the
+		 * loop.
+		 */
+		for (call = c->calls; call != NULL; call = call->next) {
+			call->dead = 1;
+			if (call->timer != NULL)
+				evtimer_del(call->timer);
+		}
+		c->free_pending = 1;
+		evtimer_add(c->reaper, &zero);
+		return;
+	}
 	while (c->calls != NULL)
 		http_call_free(c->calls);
 	event_free(c->reaper);
@@ -145,6 +165,11 @@ http_reaper_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->free_pending) {
+		c->free_pending = 0;
+		http_client_free(c);
+		return;
+	}
 	for (call = c->calls; call != NULL; call = next) {
 		next = call->next;
 		if (call->dead)
@@ -162,6 +187,21 @@ http_call_kill(struct http_call *call)
 	if (call->timer != NULL)
 		evtimer_del(call->timer);
 	evtimer_add(call->c->reaper, &zero);
+}
+
+/*
+ * Calls the user's done callback of a call already marked dead.  The
+ * callback may cancel calls or even free the client: neither frees
+ * anything we are still inside of.
+ */
+static void
+http_user_done(struct http_call *call, const struct http_response *r)
+{
+	struct http_client *c = call->c;
+
+	c->in_cb++;
+	call->cb(call->arg, r);
+	c->in_cb--;
 }
 
 /* Ends a call with a transport error (status 0). */
@@ -185,7 +225,7 @@ http_call_fail(struct http_call *call, const char *error)
 	r.error = error;
 	r.body = "";
 	log_debug("http: %s: %s", call->hostport, error);
-	call->cb(call->arg, &r);
+	http_user_done(call, &r);
 }
 
 /* The deadline of the whole request, or a failure found while starting. */
@@ -220,7 +260,7 @@ http_req_error_text(int e)
 	case EVREQ_HTTP_BUFFER_ERROR:
 		return "connection error";
 	case EVREQ_HTTP_DATA_TOO_LONG:
-		return "response too large";
+		return "malformed response body";
 	default:
 		return "request failed";
 	}
@@ -253,7 +293,8 @@ http_describe_failure(struct http_call *call, char *buf, size_t len)
 		return;
 	}
 	if (call->req_error - 1 == EVREQ_HTTP_DATA_TOO_LONG) {
-		snprintf(buf, len, "response larger than %zu bytes", call->max_body);
+		/* Sizes are capped by http_chunk_cb(): this is bad chunking. */
+		snprintf(buf, len, "%s: malformed response body", call->hostport);
 		return;
 	}
 	if (bev != NULL && bufferevent_socket_get_dns_error(bev) != 0) {
@@ -283,7 +324,12 @@ http_error_cb(enum evhttp_request_error e, void *arg)
 	call->req_error = (int)e + 1;
 }
 
-/* Streams a piece of a 2xx body to on_chunk; other bodies are buffered. */
+/*
+ * Every piece of every body comes here (the chunked callback is always
+ * set), so that the size cap is ours: evhttp's own cap reports malformed
+ * chunking and oversize alike.  2xx bodies go to on_chunk when set;
+ * everything else is buffered.
+ */
 static void
 http_chunk_cb(struct evhttp_request *req, void *arg)
 {
@@ -303,10 +349,14 @@ http_chunk_cb(struct evhttp_request *req, void *arg)
 		http_call_fail(call, msg);
 		return;
 	}
-	if (code >= 200 && code < 300) {
+	if (call->on_chunk != NULL && code >= 200 && code < 300) {
+		struct http_client *c = call->c;
+
 		call->streaming = 1;
 		/* The callback may cancel the call: nothing of it is touched after. */
+		c->in_cb++;
 		call->on_chunk(call->arg, (const char *)evbuffer_pullup(in, -1), n);
+		c->in_cb--;
 	} else {
 		evbuffer_add_buffer(call->body, in);
 	}
@@ -341,7 +391,7 @@ http_call_succeed(struct http_call *call, struct evhttp_request *req)
 	r.body_len = len;
 	r.content_type = ctype;
 	http_call_kill(call);
-	call->cb(call->arg, &r);
+	http_user_done(call, &r);
 	free(ctype);
 }
 
@@ -508,13 +558,11 @@ http_call_setup(struct http_call *call, const struct http_req *req, const struct
 	evhttp_connection_set_timeout_tv(call->conn, &tv);
 	evhttp_connection_set_retries(call->conn, 0);
 	evhttp_connection_set_max_headers_size(call->conn, HTTP_MAX_HEADERS);
-	evhttp_connection_set_max_body_size(call->conn, (ev_ssize_t)call->max_body);
 	call->req = evhttp_request_new(http_done_cb, call);
 	if (call->req == NULL)
 		return -1;
 	evhttp_request_set_error_cb(call->req, http_error_cb);
-	if (req->on_chunk != NULL)
-		evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
+	evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
 	http_add_headers(call->req, req, u);
 	if (req->body != NULL && req->body_len > 0)
 		evbuffer_add(evhttp_request_get_output_buffer(call->req), req->body,

@@ -25,7 +25,11 @@ struct http_response {
 };
 
 typedef void (*http_done_fn)(void *arg, const struct http_response *r);
-/* Called with each piece of body as it arrives (for SSE); the body is then not kept. */
+/*
+ * Called with each piece of a 2xx body as it arrives (for SSE); the body
+ * is then not kept.  Bodies of other statuses are buffered and given to
+ * the done callback, so that an API's error message can be read.
+ */
 typedef void (*http_chunk_fn)(void *arg, const char *data, size_t len);
 
 struct http_req {
@@ -42,12 +46,20 @@ struct http_req {
 
 struct http_client *http_client_new(struct event_base *base, struct evdns_base *dns,
     struct tls_ctx *tls);
-/* Cancels all running calls (no callbacks) and frees. */
+/*
+ * Cancels all running calls (no callbacks) and frees.  May be called from
+ * inside one of the client's own callbacks: the memory is then released
+ * from the event loop a moment later.
+ */
 void http_client_free(struct http_client *c);
 /* Starts a request; NULL (and no callback) when the URL is invalid. */
 struct http_call *http_request(struct http_client *c, const struct http_req *req,
     http_done_fn cb, void *arg);
-/* Cancels a running request: its callback is never called. */
+/*
+ * Cancels a running request: its callback is never called.  Safe inside
+ * any callback (also the call's own chunk callback); NULL is a no-op.
+ * Never call it once the done callback has run: the call is gone.
+ */
 void http_cancel(struct http_call *call);
 
 #endif

@@ -6,15 +6,18 @@
  * unconfirmed update is returned by every getUpdates at once, so keeping
  * one unconfirmed while the agent works would turn the long poll into a
  * busy loop, and a hundred slow ones would block every newer update
- * (getUpdates returns at most 100).  So each batch is written to
- * state_dir/telegram.offset (atomically, fsynced) before the next
- * getUpdates confirms it, and an update leaves the journal only when the
- * hub calls its done callback.  Nothing is lost on a crash or a restart;
+ * (getUpdates returns at most 100).  So each batch is appended to
+ * state_dir/telegram.journal (and synced) before the next getUpdates
+ * confirms it, and an update leaves the journal only when the hub calls
+ * its done callback.  Nothing is lost on a crash or a restart;
  * what is replayed twice the hub recognizes by message id.
  */
 #include "platforms/telegram.h"
 
+#include <sys/file.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -22,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
 
 #include <event2/event.h>
 
@@ -37,10 +42,16 @@
 #define TG_POLL_MAX_BODY        (8u << 20)
 #define TG_API_MAX_BODY         (1u << 20)
 #define TG_JOURNAL_MAX          (64u << 20)
-#define TG_PENDING_MAX          5000            /* stop polling beyond this many unhandled */
+#define TG_PENDING_MAX          2000            /* stop polling beyond this many unhandled */
+#define TG_JOURNAL_COMPACT      (1u << 20)
+/*
+ * Telegram picks the next update_id at random after a week without
+ * updates, possibly below an offset we kept: an offset that old is not sent.
+ */
+#define TG_OFFSET_STALE_SEC     (6 * 24 * 3600)
 #define TG_SEND_ATTEMPTS        5
 #define TG_SEND_TIMEOUT         30.0
-#define TG_MAX_INFLIGHT         16
+#define TG_MAX_INFLIGHT         64
 #define TG_CHAT_BURST           3.0
 #define TG_TYPING_USEC          4000000
 #define TG_FLUSH_USEC           200000
@@ -108,6 +119,8 @@ struct tg {
 	struct hub *hub;
 	char *name;
 	char *journal_path;
+	char *lock_path;
+	int lock_fd;                    /* flock'ed while this worker owns the journal */
 	char *token;
 	char *api_url;
 	unsigned poll_timeout;
@@ -121,9 +134,12 @@ struct tg {
 	int have_me;
 
 	int64_t next_offset;            /* the offset of the next getUpdates */
-	TAILQ_HEAD(, tg_update) updates;
+	time_t offset_time;             /* when an update last arrived (wall clock) */
+	TAILQ_HEAD(tg_update_list, tg_update) updates;
 	size_t nupdates;
-	int journal_dirty;
+	int journal_fd;
+	size_t journal_size;
+	int journal_broken;             /* an append failed: write a snapshot instead */
 	int poll_blocked;
 
 	struct http_call *poll_call;
@@ -160,6 +176,7 @@ static const char *const tg_keys[] = {
 
 static void tg_poll(struct tg *tg);
 static void tg_getme(struct tg *tg);
+static void tg_begin(struct tg *tg);
 static void tg_pump(struct tg *tg);
 static void tg_stop_check(struct tg *tg);
 
@@ -582,17 +599,31 @@ tg_classify(struct tg *tg, const struct http_response *r, cJSON **doc, const cJS
 
 /* ---- journal -------------------------------------------------------- */
 
-/* Writes the journal: the next offset and every update not yet handled. */
+/*
+ * The journal is a file of JSON lines.  A snapshot line
+ * {"offset":N,"time":T,"pending":[updates]} starts it; then each batch
+ * appends one {"update":{...}} line per update and an {"offset":N,"time":T}
+ * line (T: when the batch arrived), fdatasync'ed
+ * before the next getUpdates confirms the batch to Telegram; each handled
+ * update appends {"done":ID} (not synced: losing one only means a replay
+ * the hub recognizes).  When the file grows past TG_JOURNAL_COMPACT it is
+ * rewritten atomically as a single snapshot, as it is at start and stop.
+ * Appending keeps the cost of a batch independent of the backlog.
+ */
+
+/* Writes the snapshot (offset and every update not yet handled) atomically and reopens. */
 static void
-tg_journal_save(struct tg *tg)
+tg_journal_compact(struct tg *tg)
 {
 	struct tg_update *u;
 	cJSON *doc, *arr;
 	char num[32], *s;
+	size_t len;
 
 	doc = cJSON_CreateObject();
 	tg_fmt_i64(num, sizeof(num), tg->next_offset);
 	if (doc == NULL || cJSON_AddRawToObject(doc, "offset", num) == NULL ||
+	    cJSON_AddNumberToObject(doc, "time", (double)tg->offset_time) == NULL ||
 	    (arr = cJSON_AddArrayToObject(doc, "pending")) == NULL)
 		fatalx("%s: out of memory", tg->name);
 	TAILQ_FOREACH(u, &tg->updates, link)
@@ -602,11 +633,72 @@ tg_journal_save(struct tg *tg)
 	cJSON_Delete(doc);
 	if (s == NULL)
 		fatalx("%s: out of memory", tg->name);
-	if (write_file_atomic(tg->journal_path, s, strlen(s), 0600) < 0)
+	len = strlen(s);
+	s[len++] = '\n';               /* cJSON's buffer has room: it ended in a NUL */
+	if (tg->journal_fd >= 0) {
+		close(tg->journal_fd);
+		tg->journal_fd = -1;
+	}
+	if (write_file_atomic(tg->journal_path, s, len, 0600) < 0)
 		log_warn("%s: cannot write %s", tg->name, tg->journal_path);
-	else
-		tg->journal_dirty = 0;
 	free(s);
+	tg->journal_size = len;
+	tg->journal_fd = open(tg->journal_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (tg->journal_fd < 0)
+		log_warn("%s: cannot open %s", tg->name, tg->journal_path);
+}
+
+/* Appends one line (text without its newline); a failure falls back to a snapshot. */
+static void
+tg_journal_append(struct tg *tg, const char *line)
+{
+	size_t len = strlen(line);
+	struct iovec iov[2] = { { (void *)line, len }, { (void *)"\n", 1 } };
+	ssize_t n;
+
+	if (tg->journal_fd >= 0) {
+		n = writev(tg->journal_fd, iov, 2);
+		if (n == (ssize_t)(len + 1)) {
+			tg->journal_size += len + 1;
+			return;
+		}
+		log_warn("%s: appending to %s", tg->name, tg->journal_path);
+	}
+	tg->journal_broken = 1;
+}
+
+/* Makes the appended lines durable (or writes a snapshot when appending failed). */
+static void
+tg_journal_sync(struct tg *tg)
+{
+	if (!tg->journal_broken && tg->journal_fd >= 0 && fdatasync(tg->journal_fd) == 0)
+		return;
+	tg->journal_broken = 0;
+	tg_journal_compact(tg);
+}
+
+/* Journals a batch of new updates (from first to the end of the list) and the offset. */
+static void
+tg_journal_batch(struct tg *tg, struct tg_update *first)
+{
+	struct tg_update *u;
+	char *line, num[32];
+
+	for (u = first; u != NULL; u = TAILQ_NEXT(u, link)) {
+		char *js = cJSON_PrintUnformatted(u->json);
+
+		if (js == NULL)
+			fatalx("%s: out of memory", tg->name);
+		line = xasprintf("{\"update\":%s}", js);
+		free(js);
+		tg_journal_append(tg, line);
+		free(line);
+	}
+	tg_fmt_i64(num, sizeof(num), tg->next_offset);
+	line = xasprintf("{\"offset\":%s,\"time\":%lld}", num, (long long)tg->offset_time);
+	tg_journal_append(tg, line);
+	free(line);
+	tg_journal_sync(tg);
 }
 
 /* Appends one update to the pending list (the list owns json). */
@@ -623,69 +715,123 @@ tg_update_add(struct tg *tg, cJSON *json, int64_t id)
 	return u;
 }
 
-/* Reads the journal of an earlier worker, if any. */
+static struct tg_update *
+tg_update_find(struct tg *tg, int64_t id)
+{
+	struct tg_update *u;
+
+	TAILQ_FOREACH_REVERSE(u, &tg->updates, tg_update_list, link)
+		if (u->id == id)
+			return u;
+	return NULL;
+}
+
+static void
+tg_update_free(struct tg *tg, struct tg_update *u)
+{
+	TAILQ_REMOVE(&tg->updates, u, link);
+	tg->nupdates--;
+	cJSON_Delete(u->json);
+	free(u);
+}
+
+/* Takes one update read from the journal (owned), unless it is already there. */
+static void
+tg_journal_take(struct tg *tg, cJSON *item)
+{
+	int64_t id;
+
+	if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 || tg_update_find(tg, id) != NULL) {
+		cJSON_Delete(item);
+		return;
+	}
+	tg_update_add(tg, item, id);
+}
+
+/* Applies one journal line; returns -1 when it is not a journal record. */
+static int
+tg_journal_line(struct tg *tg, cJSON *doc)
+{
+	cJSON *pending, *item;
+	struct tg_update *u;
+	int64_t v;
+
+	if (cJSON_IsNumber(doc) && tg_json_i64(doc, &v) == 0) {
+		tg->next_offset = v;    /* a bare number: just an offset */
+		return 0;
+	}
+	if (!cJSON_IsObject(doc))
+		return -1;
+	if (tg_json_i64(tg_get(doc, "offset"), &v) == 0)
+		tg->next_offset = v;
+	if (tg_json_i64(tg_get(doc, "time"), &v) == 0)
+		tg->offset_time = (time_t)v;
+	pending = cJSON_GetObjectItemCaseSensitive(doc, "pending");
+	while (cJSON_IsArray(pending) && pending->child != NULL)
+		tg_journal_take(tg, cJSON_DetachItemViaPointer(pending, pending->child));
+	item = cJSON_GetObjectItemCaseSensitive(doc, "update");
+	if (cJSON_IsObject(item))
+		tg_journal_take(tg, cJSON_DetachItemViaPointer(doc, item));
+	if (tg_json_i64(tg_get(doc, "done"), &v) == 0 && (u = tg_update_find(tg, v)) != NULL)
+		tg_update_free(tg, u);
+	return 0;
+}
+
+/* Reads the journal of an earlier worker, if any, then rewrites it as one snapshot. */
 static void
 tg_journal_load(struct tg *tg)
 {
-	cJSON *doc, *item, *pending;
-	char *text;
-	size_t len;
-	int64_t id, off = 0;
+	char *text, *line, *nl;
+	size_t len, bad = 0;
+	struct stat st;
+	cJSON *doc;
 
+	if (stat(tg->journal_path, &st) == 0)
+		tg->offset_time = st.st_mtime;
 	text = read_file(tg->journal_path, TG_JOURNAL_MAX, &len);
-	if (text == NULL) {
-		if (errno != ENOENT)
-			log_warn("%s: cannot read %s; starting from Telegram's own queue",
-			    tg->name, tg->journal_path);
-		return;
-	}
-	doc = cJSON_ParseWithLength(text, len);
-	free(text);
-	if (doc != NULL && tg_json_i64(doc, &off) == 0) {
-		tg->next_offset = off;
-		cJSON_Delete(doc);
-		return;
-	}
-	if (doc == NULL || tg_json_i64(tg_get(doc, "offset"), &off) < 0) {
-		log_warnx("%s: %s is damaged; starting from Telegram's own queue", tg->name,
-		    tg->journal_path);
-		cJSON_Delete(doc);
-		return;
-	}
-	tg->next_offset = off;
-	pending = cJSON_GetObjectItemCaseSensitive(doc, "pending");
-	while (cJSON_IsArray(pending) && pending->child != NULL) {
-		item = cJSON_DetachItemViaPointer(pending, pending->child);
-		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0) {
-			cJSON_Delete(item);
+	if (text == NULL && errno != ENOENT)
+		log_warn("%s: cannot read %s; starting from Telegram's own queue",
+		    tg->name, tg->journal_path);
+	for (line = text; line != NULL && line < text + len; line = nl + 1) {
+		nl = memchr(line, '\n', (size_t)(text + len - line));
+		if (nl == NULL)
+			nl = text + len;        /* a last line without newline */
+		if (nl == line)
 			continue;
-		}
-		tg_update_add(tg, item, id);
+		doc = cJSON_ParseWithLength(line, (size_t)(nl - line));
+		if (doc == NULL || tg_journal_line(tg, doc) < 0)
+			bad++;
+		cJSON_Delete(doc);
 	}
-	cJSON_Delete(doc);
+	free(text);
+	if (bad > 0)
+		log_warnx("%s: %s is damaged (%zu line(s) ignored); Telegram's own queue fills "
+		    "the gaps", tg->name, tg->journal_path, bad);
 	if (tg->nupdates > 0)
 		log_info("%s: %zu update(s) left by the previous worker will be handled first",
 		    tg->name, tg->nupdates);
+	tg_journal_compact(tg);
 }
 
-/* Drops handled updates and writes the journal when it changed. */
+/* Drops handled updates (journaling them) and compacts a journal grown too big. */
 static void
 tg_flush(struct tg *tg)
 {
 	struct tg_update *u, *next;
+	char line[48];
 
 	for (u = TAILQ_FIRST(&tg->updates); u != NULL; u = next) {
 		next = TAILQ_NEXT(u, link);
 		if (!u->done)
 			continue;
-		TAILQ_REMOVE(&tg->updates, u, link);
-		tg->nupdates--;
-		cJSON_Delete(u->json);
-		free(u);
-		tg->journal_dirty = 1;
+		snprintf(line, sizeof(line), "{\"done\":%" PRId64 "}", u->id);
+		tg_journal_append(tg, line);
+		tg_update_free(tg, u);
 	}
-	if (tg->journal_dirty)
-		tg_journal_save(tg);
+	if (tg->journal_broken || tg->journal_size > TG_JOURNAL_COMPACT) {
+		tg->journal_broken = 0;
+		tg_journal_compact(tg);
+	}
 	if (tg->poll_blocked && tg->nupdates < TG_PENDING_MAX) {
 		tg->poll_blocked = 0;
 		tg_poll(tg);
@@ -848,23 +994,36 @@ tg_dispatch_all(struct tg *tg)
 			tg_dispatch(tg, u);
 }
 
-/* Takes the new updates of a getUpdates result; returns how many were new. */
-static size_t
-tg_take_updates(struct tg *tg, cJSON *result)
+/* 1 when no update came for so long that Telegram may have restarted its ids. */
+static int
+tg_offset_stale(const struct tg *tg)
 {
+	return tg->offset_time != 0 && time(NULL) - tg->offset_time > TG_OFFSET_STALE_SEC;
+}
+
+/* Takes the new updates of a getUpdates result; returns how many were new (*first: the first). */
+static size_t
+tg_take_updates(struct tg *tg, cJSON *result, struct tg_update **first)
+{
+	struct tg_update *u;
 	cJSON *item;
 	int64_t id;
 	size_t n = 0;
+	int stale = tg_offset_stale(tg);
 
 	while ((item = result->child) != NULL) {
 		item = cJSON_DetachItemViaPointer(result, item);
-		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 || id < tg->next_offset) {
+		if (tg_json_i64(tg_get(item, "update_id"), &id) < 0 ||
+		    (stale ? tg_update_find(tg, id) != NULL : id < tg->next_offset)) {
 			cJSON_Delete(item);
 			continue;
 		}
-		tg_update_add(tg, item, id);
-		tg->next_offset = id + 1;
-		n++;
+		u = tg_update_add(tg, item, id);
+		if (n++ == 0)
+			*first = u;
+		if (stale || id + 1 > tg->next_offset)
+			tg->next_offset = id + 1;
+		stale = 0;
 	}
 	return n;
 }
@@ -912,6 +1071,7 @@ tg_poll_done(void *arg, const struct http_response *r)
 	const cJSON *result;
 	enum tg_reply kind;
 	double ra;
+	struct tg_update *first = NULL;
 	cJSON *doc;
 	char why[200];
 	size_t n = 0;
@@ -931,14 +1091,15 @@ tg_poll_done(void *arg, const struct http_response *r)
 	tg->probe = 0;
 	tg_set_state(tg, PLAT_UP, NULL);
 	if (cJSON_GetArraySize(result) > 0) {
-		n = tg_take_updates(tg, (cJSON *)result);
+		n = tg_take_updates(tg, (cJSON *)result, &first);
 		if (n == 0)
 			log_debug("%s: getUpdates returned only known updates", tg->name);
 	}
 	cJSON_Delete(doc);
 	if (n > 0) {
+		tg->offset_time = time(NULL);
 		/* Durable before the next getUpdates confirms them to Telegram. */
-		tg_journal_save(tg);
+		tg_journal_batch(tg, first);
 		tg_dispatch_all(tg);
 	}
 	tg_poll(tg);
@@ -963,12 +1124,12 @@ tg_poll(struct tg *tg)
 	    (au = cJSON_AddArrayToObject(body, "allowed_updates")) == NULL)
 		fatalx("%s: out of memory", tg->name);
 	cJSON_AddItemToArray(au, cJSON_CreateString("message"));
-	if (tg->next_offset != 0) {
+	if (tg->next_offset != 0 && !tg_offset_stale(tg)) {
 		tg_fmt_i64(num, sizeof(num), tg->next_offset);
 		cJSON_AddRawToObject(body, "offset", num);
 	}
 	/* Telegram holds the poll for poll_timeout: allow a little more for the answer. */
-	tg->poll_call = tg_call(tg, "getUpdates", body, tg->poll_timeout * 1.25 + 5.0,
+	tg->poll_call = tg_call(tg, "getUpdates", body, tg->poll_timeout * 1.25 + 3.0,
 	    TG_POLL_MAX_BODY, tg_poll_done, tg);
 	if (tg->poll_call == NULL)
 		tg_fail(tg, "getUpdates", TG_TRANSIENT, 0, "the request could not be started");
@@ -1035,7 +1196,9 @@ tg_retry_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (tg->stopping)
 		return;
-	if (!tg->have_me)
+	if (tg->lock_fd < 0)
+		tg_begin(tg);
+	else if (!tg->have_me)
 		tg_getme(tg);
 	else
 		tg_poll(tg);
@@ -1414,7 +1577,10 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	tg->tls = env->tls;
 	tg->hub = env->hub;
 	tg->name = xstrdup(name);
-	tg->journal_path = xasprintf("%s/%s.offset", env->state_dir, name);
+	tg->journal_path = xasprintf("%s/%s.journal", env->state_dir, name);
+	tg->journal_fd = -1;
+	tg->lock_path = xasprintf("%s/%s.lock", env->state_dir, name);
+	tg->lock_fd = -1;
 	tg->token = xstrdup(token);
 	free(secret);
 	tg->api_url = xstrdup(api);
@@ -1430,6 +1596,7 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	TAILQ_INIT(&tg->updates);
 	TAILQ_INIT(&tg->chats);
 	LIST_INIT(&tg->typing);
+	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
 	tg->retry_ev = evtimer_new(tg->base, tg_retry_cb, tg);
 	tg->flush_ev = evtimer_new(tg->base, tg_flush_cb, tg);
 	tg->pump_ev = evtimer_new(tg->base, tg_pump_cb, tg);
@@ -1438,16 +1605,59 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	return tg;
 }
 
+/*
+ * Takes state_dir/telegram.lock, so that two workers never share one
+ * journal (nor poll one bot from one state dir).  Returns 1 when held (or
+ * when locking is not possible at all), 0 when another process holds it.
+ */
+static int
+tg_lock(struct tg *tg)
+{
+	int fd;
+
+	fd = open(tg->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_warn("%s: cannot open %s; going on without it", tg->name, tg->lock_path);
+		return 1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			close(fd);
+			return 0;
+		}
+		log_warn("%s: cannot lock %s; going on without it", tg->name, tg->lock_path);
+	}
+	tg->lock_fd = fd;
+	return 1;
+}
+
+/* Owns the state dir's journal, replays it and connects; retried while another worker owns it. */
+static void
+tg_begin(struct tg *tg)
+{
+	char detail[200];
+
+	if (!tg_lock(tg)) {
+		snprintf(detail, sizeof(detail), "another process holds %s", tg->lock_path);
+		log_warnx("%s: %s; retrying", tg->name, detail);
+		tg_set_state(tg, PLAT_BACKOFF, detail);
+		tg_timer_usec(tg->retry_ev, tg_backoff(tg->fails++, TG_BACKOFF_MIN_USEC,
+		    tg->retry_max_usec));
+		return;
+	}
+	tg->fails = 0;
+	tg_journal_load(tg);
+	tg_set_state(tg, PLAT_CONNECTING, NULL);
+	tg_getme(tg);
+}
+
 static void
 tg_start(void *self)
 {
 	struct tg *tg = self;
 
 	tg->started = 1;
-	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
-	tg_journal_load(tg);
-	tg_set_state(tg, PLAT_CONNECTING, NULL);
-	tg_getme(tg);
+	tg_begin(tg);
 }
 
 static void
@@ -1511,8 +1721,8 @@ tg_stop_check(struct tg *tg)
 		u->typing = NULL;
 	while (!LIST_EMPTY(&tg->typing))
 		tg_typing_free(LIST_FIRST(&tg->typing));
-	tg->journal_dirty = 1;
 	tg_flush(tg);
+	tg_journal_compact(tg);
 	tg_set_state(tg, PLAT_STOPPED, NULL);
 	if (event_base_once(tg->base, -1, EV_TIMEOUT, tg_stopped_cb, tg, NULL) < 0)
 		fatalx("%s: event_base_once failed", tg->name);
@@ -1565,11 +1775,10 @@ tg_free(void *self)
 		tg_chat_free(c);
 	while (!LIST_EMPTY(&tg->typing))
 		tg_typing_free(LIST_FIRST(&tg->typing));
-	while ((u = TAILQ_FIRST(&tg->updates)) != NULL) {
-		TAILQ_REMOVE(&tg->updates, u, link);
-		cJSON_Delete(u->json);
-		free(u);
-	}
+	while ((u = TAILQ_FIRST(&tg->updates)) != NULL)
+		tg_update_free(tg, u);
+	if (tg->journal_fd >= 0)
+		close(tg->journal_fd);
 	if (tg->poll_call != NULL)
 		http_cancel(tg->poll_call);
 	if (tg->me_call != NULL)
@@ -1583,6 +1792,9 @@ tg_free(void *self)
 	free(tg->bot_username);
 	free(tg->name);
 	free(tg->journal_path);
+	if (tg->lock_fd >= 0)
+		close(tg->lock_fd);
+	free(tg->lock_path);
 	explicit_bzero(tg->token, strlen(tg->token));
 	free(tg->token);
 	free(tg->api_url);

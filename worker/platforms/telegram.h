@@ -2,7 +2,7 @@
  * telegram.h - the Telegram platform: Bot API over HTTPS with long polling.
  *
  * Intake is at-least-once: every update received is written to a journal
- * in the state dir (state_dir/telegram.offset: the next offset to ask
+ * in the state dir (state_dir/telegram.journal: the next offset to ask
  * Telegram for and the updates not yet handled) before the next getUpdates
  * confirms it to Telegram; an update leaves the journal once the hub calls
  * its done callback.  A new worker replays what the journal still holds

@@ -1,0 +1,294 @@
+"""hermes-worker on its own: command line, config errors, embedded default,
+sd_notify, signals, re-exec without a supervisor, a blocking agent."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from console_util import Console, WorkerProc, write_config
+from worker_util import HangingAgent, NotifyListener, clean_env, run_worker, wait_for
+
+
+def test_help_and_version(build, tmp_path):
+    r = run_worker(build, ["--help"], tmp_path)
+    assert r.returncode == 0
+    assert "--check-config" in r.stdout
+    r = run_worker(build, ["--version"], tmp_path)
+    assert r.returncode == 0
+    assert r.stdout.startswith("hermes-worker ")
+    r = run_worker(build, ["--bogus"], tmp_path)
+    assert r.returncode == 78
+    assert "usage" in r.stderr
+
+
+def test_check_config_ok(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "configuration OK: " + str(cfg) in r.stdout
+    # Nothing was started or created.
+    assert not (tmp_path / "state").exists()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_check_config_embedded_default(build, tmp_path):
+    r = run_worker(build, ["--check-config"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "embedded default" in r.stdout
+    assert "no configuration at %s/gateway.json" % tmp_path in r.stderr
+
+
+BAD_CONFIGS = [
+    ('{"platforms": {"console": {"enabled": true,}}}', "not valid JSON"),
+    ('{"state_dri": "/tmp"}', 'key "state_dri": unknown key'),
+    ('{"drain_timeout": "ten"}', 'key "drain_timeout"'),
+    ('{"platforms": {"console": {"listen": "127.0.0.1:1", "colour": 1}}}',
+     'key "platforms.console.colour": unknown key'),
+    ('{"platforms": {"consol": {}}}', 'key "platforms.consol": unknown platform'),
+    ('{"platforms": {"console": {"admins": "local"}}}',
+     'key "platforms.console.admins": expected an array of strings'),
+    ('{"agent": {"backend": "nope"}}', "agent.backend"),
+    ('{"agent": {"backend": "echo", "model": "x"}}', "agent"),
+    # A platform's own validation (ops->create): non-loopback without a token.
+    ('{"platforms": {"console": {"listen": "0.0.0.0:%PORT%"}}}', "platforms.console"),
+    ('{"tls": {"ca_file": "/nonexistent/ca.pem"}}', "tls.ca_file"),
+    # A secret missing for an enabled platform.
+    ('{"platforms": {"telegram": {"enabled": true}}}', "platforms.telegram.token"),
+    ('{"agent": {"backend": "openai", "model": "m", "api_key_env": "NO_SUCH_KEY_X"}}',
+     "NO_SUCH_KEY_X"),
+]
+
+
+@pytest.mark.parametrize("text,frag", BAD_CONFIGS)
+def test_config_errors_exit_78(build, tmp_path, port, text, frag):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(text.replace("%PORT%", str(port)))
+    for args in (["--check-config", "-c", str(cfg)], ["--config", str(cfg)]):
+        r = run_worker(build, args, tmp_path)
+        assert r.returncode == 78, (args, r.stderr)
+        assert str(cfg) in r.stderr, r.stderr
+        assert frag in r.stderr, r.stderr
+        # One clear message.
+        assert len([l for l in r.stderr.splitlines() if l.strip()]) == 1, r.stderr
+
+
+def test_secret_from_dotenv_and_credentials(build, tmp_path):
+    cfg = tmp_path / "tg.json"
+    cfg.write_text('{"platforms": {"telegram": {"enabled": true}}}')
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 78 and "platforms.telegram.token" in r.stderr
+    # From $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "TELEGRAM_BOT_TOKEN").write_text("123:fromcreds\n")
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path,
+                   env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert r.returncode == 0, r.stderr
+    # From $HERMES_HOME/.env, with a warning when others can read it.
+    env_file = tmp_path / ".env"
+    env_file.write_text("# secrets\nexport TELEGRAM_BOT_TOKEN='123:fromdotenv'\n")
+    env_file.chmod(0o640)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ".env holds secrets and is readable by group or others" in r.stderr
+    assert "fromdotenv" not in r.stderr
+    env_file.chmod(0o600)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 0 and "readable" not in r.stderr
+
+
+def test_missing_explicit_config(build, tmp_path):
+    r = run_worker(build, ["-c", str(tmp_path / "none.json")], tmp_path)
+    assert r.returncode == 78
+    assert "none.json" in r.stderr and "No such file" in r.stderr
+
+
+def test_secret_file_readable_warns(build, tmp_path, port):
+    cfg = write_config(tmp_path, port, console={"token": "tok123"})
+    cfg.chmod(0o644)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 0
+    assert "readable by group or others" in r.stderr
+    assert "tok123" not in r.stderr
+    cfg.chmod(0o600)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert "readable by group or others" not in r.stderr
+
+
+def test_embedded_default_with_passed_socket(build, tmp_path):
+    """No config at all: the console with the echo agent, here on a socket
+    passed as LISTEN_FDS (so the test needs no fixed port)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+    env = clean_env(tmp_path, {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "console"})
+    fd = ls.fileno()
+    # The socket goes to fd 3, and LISTEN_PID must be the worker's own pid:
+    # the shell's $$ survives its exec (bash: the fd may be above 9).
+    proc = subprocess.Popen(["/bin/bash", "-c", 'exec 3<&%d; LISTEN_PID=$$ exec "$0"' % fd,
+                             str(build / "hermes-worker")],
+                            env=env, pass_fds=(fd,),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        con = Console(port)
+        st = con.wait_ready()
+        assert st["agent"] == "echo"
+        assert st["platforms"][0]["name"] == "console"
+        assert con.ask("hi there", user_id="anyone") == ["hi there"]
+        assert (tmp_path / "state").is_dir()
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=20)[0].decode()
+        assert proc.returncode == 0
+        assert "embedded default" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ls.close()
+
+
+def test_notify_ready_status_watchdog_stopping(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    n = NotifyListener(tmp_path)
+    w = WorkerProc(build, cfg, tmp_path, env={"NOTIFY_SOCKET": n.path,
+                                             "WATCHDOG_USEC": "200000"})
+    try:
+        w.start()
+        n.wait(lambda m: "READY=1" in m.split("\n"))
+        assert any(m.startswith("STATUS=") and "console: up" in m for m in
+                   n.wait(lambda m: "console: up" in m))
+        n.msgs.clear()
+        time.sleep(0.5)
+        pings = [m for m in n.drain(0.05) if m == "WATCHDOG=1"]
+        assert len(pings) >= 2
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.wait_exit() == 0
+        n.wait(lambda m: m == "STOPPING=1")
+    finally:
+        w.kill()
+        n.close()
+
+
+def test_watchdog_for_other_pid_not_pinged(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    n = NotifyListener(tmp_path)
+    w = WorkerProc(build, cfg, tmp_path, env={"NOTIFY_SOCKET": n.path,
+                                             "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
+    try:
+        w.start()
+        n.wait(lambda m: "READY=1" in m)
+        time.sleep(0.4)
+        assert "WATCHDOG=1" not in n.drain(0.05)
+    finally:
+        w.stop()
+        n.close()
+
+
+def test_sigint_stops_and_usr1_reexecs(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    with WorkerProc(build, cfg, tmp_path) as w:
+        con = Console(port)
+        st = con.wait_ready()
+        assert st["generation"] == 0 and st["supervisor_pid"] is None
+        pid = st["worker_pid"]
+        w.proc.send_signal(signal.SIGUSR1)
+        # No supervisor: the worker re-executes itself in place.
+        st = wait_for(lambda: _status_gen(con, 1), what="generation 1")
+        assert st["worker_pid"] == pid == w.pid
+        assert con.ask("after reexec") == ["after reexec"]
+        w.proc.send_signal(signal.SIGINT)
+        assert w.wait_exit() == 0
+    assert "no supervisor: restarting in place" in w.log()
+
+
+def _status_gen(con, gen):
+    try:
+        st = con.status()
+    except Exception:
+        return None
+    return st if st["generation"] == gen else None
+
+
+def test_restart_without_supervisor_from_chat(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    with WorkerProc(build, cfg, tmp_path) as w:
+        con = Console(port)
+        con.wait_ready()
+        r = con.post("/restart", chat_id="ops", wait=20)
+        assert [m["text"] for m in r["replies"]] == ["Restarting the gateway..."]
+        m = con.wait_text("ops", "Gateway online (generation 1, restarted in ")
+        assert m["reply_to"] is None
+        assert con.status()["worker_pid"] == w.pid
+        assert not (tmp_path / "state" / "restart.json").exists()
+
+
+def test_blocking_agent_does_not_block_status_or_heartbeats(build, tmp_path, port):
+    slow = HangingAgent()
+    cfg = write_config(tmp_path, port, agent=slow.config())
+    n = NotifyListener(tmp_path)
+    w = WorkerProc(build, cfg, tmp_path, env={"NOTIFY_SOCKET": n.path,
+                                             "WATCHDOG_USEC": "200000"})
+    try:
+        w.start()
+        con = Console(port)
+        con.wait_ready()
+        for i in range(3):
+            con.post("think hard %d" % i, chat_id="c%d" % i)
+        wait_for(lambda: slow.requests >= 3, what="agent requests")
+        n.msgs.clear()
+        t0 = time.monotonic()
+        assert con.ask("/ping", chat_id="c0") == ["pong"]
+        st = con.status()
+        assert st["running"] == 3
+        assert time.monotonic() - t0 < 10
+        time.sleep(0.5)
+        assert len([m for m in n.drain(0.05) if m == "WATCHDOG=1"]) >= 2
+        # /stop cancels the running call in that conversation only.
+        assert con.ask("/stop", chat_id="c1") == ["Stopped the agent's running answer."]
+        assert wait_for(lambda: con.status()["running"] == 2, what="2 running")
+    finally:
+        w.stop()
+        slow.close()
+        n.close()
+
+
+def test_console_token_from_env(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    with WorkerProc(build, cfg, tmp_path, env={"HERMES_CONSOLE_TOKEN": "envtok"}):
+        con = Console(port, token="envtok")
+        con.wait_ready()
+        assert Console(port).request("GET", "/v1/status").status == 401
+        assert con.ask("with token") == ["with token"]
+
+
+def test_env_allowlist_and_refusal(build, tmp_path, port):
+    cfg = write_config(tmp_path, port, console={"allowed_users": ["*"]})
+    with WorkerProc(build, cfg, tmp_path, env={"CONSOLE_ALLOWED_USERS": "ann,bob"}):
+        con = Console(port)
+        con.wait_ready()
+        assert con.ask("hello", user_id="ann") == ["hello"]
+        refused = con.ask("hello", user_id="eve")
+        assert len(refused) == 1 and "not authorized" in refused[0]
+        # Admins are always allowed.
+        assert con.ask("/ping", user_id="local") == ["pong"]
+
+
+def test_sessions_survive_restart(build, tmp_path, port):
+    cfg = write_config(tmp_path, port)
+    with WorkerProc(build, cfg, tmp_path) as w:
+        con = Console(port)
+        con.wait_ready()
+        assert con.ask("first words", chat_id="s1") == ["first words"]
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.wait_exit() == 0
+    hist = json.loads((tmp_path / "state" / "sessions" / "console:s1.json").read_text())
+    assert hist == [{"role": "user", "content": "first words"},
+                    {"role": "assistant", "content": "first words"}]
+    # Handled ids are kept too.
+    assert (tmp_path / "state" / "console.handled").read_text().split() != []
