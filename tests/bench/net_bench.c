@@ -1,7 +1,7 @@
 /*
  * net_bench.c - what the worker's network layer and agent backends cost:
- * HTTP client round trips (plain, and TLS with a fresh handshake each, as
- * the client does), openai streaming calls, and exec calls.
+ * HTTP client round trips (plain and TLS, on kept-alive connections and
+ * with a new connection each), openai streaming calls, and exec calls.
  *
  *   net_bench [-n REQUESTS] [-c CONCURRENCY]
  *
@@ -55,6 +55,9 @@ srv_cb(struct evhttp_request *req, void *arg)
 		    "text/event-stream");
 		evbuffer_add(out, sse_body, sizeof(sse_body) - 1);
 	} else {
+		if (strcmp(evhttp_request_get_uri(req), "/close") == 0)
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+			    "close");
 		evbuffer_add(out, "ok", 2);
 	}
 	evhttp_send_reply(req, 200, "OK", out);
@@ -76,9 +79,13 @@ srv_bind(struct evhttp *h)
 	struct sockaddr_in sin;
 	socklen_t len = sizeof(sin);
 
+	int one = 1;
+
 	if (bs == NULL || getsockname(evhttp_bound_socket_get_fd(bs),
 	    (struct sockaddr *)&sin, &len) < 0)
 		fatalx("bench: cannot bind");
+	/* Inherited by accepted sockets: a reply in several TLS records is not held back. */
+	setsockopt(evhttp_bound_socket_get_fd(bs), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return ntohs(sin.sin_port);
 }
 
@@ -302,10 +309,16 @@ main(int argc, char **argv)
 	r.start = start_http;
 	r.http = http_client_new(base, NULL, tls);
 	snprintf(r.url, sizeof(r.url), "http://127.0.0.1:%d/", ports[0]);
-	run_scenario("http GET, plain", &r);
+	run_scenario("http GET, kept alive", &r);
+	r.started = r.done = r.failed = 0;
+	snprintf(r.url, sizeof(r.url), "http://127.0.0.1:%d/close", ports[0]);
+	run_scenario("http GET, new connection each", &r);
+	r.started = r.done = r.failed = 0;
+	snprintf(r.url, sizeof(r.url), "https://127.0.0.1:%d/", ports[1]);
+	run_scenario("https GET, kept alive", &r);
 	r.started = r.done = r.failed = 0;
 	r.n = n / 4;
-	snprintf(r.url, sizeof(r.url), "https://127.0.0.1:%d/", ports[1]);
+	snprintf(r.url, sizeof(r.url), "https://127.0.0.1:%d/close", ports[1]);
 	run_scenario("https GET, new TLS handshake each", &r);
 	http_client_free(r.http);
 

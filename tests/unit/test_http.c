@@ -31,10 +31,12 @@ struct seen {
 	char host[128];
 	struct evhttp_request *hung;
 	int hung_seen;
+	unsigned short ports[64];       /* the client's port, per request */
 };
 
 static struct event_base *base;
 static struct fx_server srv;
+static struct fx_server tsrv;           /* TLS */
 static struct seen seen;
 static struct http_client *client;
 static struct tls_ctx *tls;
@@ -124,6 +126,14 @@ server_cb(struct evhttp_request *req, void *arg)
 	size_t n;
 
 	(void)arg;
+	{
+		char *addr;
+		ev_uint16_t peer;
+
+		evhttp_connection_get_peer(evhttp_request_get_connection(req), &addr, &peer);
+		if (seen.requests < 64)
+			seen.ports[seen.requests] = peer;
+	}
 	seen.requests++;
 	h = evhttp_find_header(in, "Authorization");
 	snprintf(seen.auth, sizeof(seen.auth), "%s", h ? h : "");
@@ -141,6 +151,10 @@ server_cb(struct evhttp_request *req, void *arg)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		    "text/plain");
 		evbuffer_add_printf(out, "hello world");
+		evhttp_send_reply(req, 200, "OK", out);
+	} else if (strcmp(uri, "/close") == 0) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		evbuffer_add_printf(out, "closing");
 		evhttp_send_reply(req, 200, "OK", out);
 	} else if (strcmp(uri, "/echo") == 0) {
 		evbuffer_add_buffer(out, body);
@@ -447,6 +461,129 @@ START_TEST(test_cancel_other_call_inside_callback)
 }
 END_TEST
 
+START_TEST(test_keep_alive_reuse)
+{
+	struct result r;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		fetch("GET", url("http", srv.port, "/hello"), NULL, NULL, &r);
+		ck_assert_int_eq(r.status, 200);
+	}
+	/* One connection served all three. */
+	ck_assert_int_eq(seen.requests, 3);
+	ck_assert_int_eq(seen.ports[1], seen.ports[0]);
+	ck_assert_int_eq(seen.ports[2], seen.ports[0]);
+	/* "Connection: close" from the server: the next request opens a new one. */
+	fetch("GET", url("http", srv.port, "/close"), NULL, NULL, &r);
+	ck_assert_str_eq(r.body, "closing");
+	fetch("GET", url("http", srv.port, "/hello"), NULL, NULL, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_int_eq(seen.ports[3], seen.ports[0]);
+	ck_assert_int_ne(seen.ports[4], seen.ports[3]);
+}
+END_TEST
+
+/* Done callback that starts the next request at once, as a long poll does. */
+struct chain {
+	int left;
+	int done;
+	int failed;
+};
+
+static void
+chain_cb(void *arg, const struct http_response *r)
+{
+	struct chain *ch = arg;
+	struct http_req req = { .method = "GET", .timeout = 10 };
+
+	if (r->status != 200)
+		ch->failed++;
+	if (--ch->left == 0) {
+		ch->done = 1;
+		return;
+	}
+	req.url = url("http", srv.port, "/hello");
+	ck_assert_ptr_nonnull(http_request(client, &req, chain_cb, ch));
+}
+
+START_TEST(test_keep_alive_from_callback)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct chain ch = { .left = 5 };
+	int i;
+
+	req.url = url("http", srv.port, "/hello");
+	http_request(client, &req, chain_cb, &ch);
+	fx_run_until(base, &ch.done, 10);
+	ck_assert_int_eq(ch.failed, 0);
+	ck_assert_int_eq(seen.requests, 5);
+	for (i = 1; i < 5; i++)
+		ck_assert_int_eq(seen.ports[i], seen.ports[0]);
+}
+END_TEST
+
+START_TEST(test_server_closes_idle_connection)
+{
+	/* HTTP/1.1 without "Connection: close", yet the server closes: never reused. */
+	struct fx_raw raw = { 0 };
+	const char *reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	struct result r;
+	int i;
+
+	fx_raw_start(&raw, base, reply, strlen(reply));
+	for (i = 0; i < 5; i++) {
+		fetch("GET", url("http", raw.port, "/"), NULL, NULL, &r);
+		ck_assert_msg(r.status == 200, "request %d: %s", i, r.error);
+		if (i % 2)
+			fx_run_for(base, 0.05);
+	}
+	fx_raw_stop(&raw);
+}
+END_TEST
+
+START_TEST(test_idle_connection_times_out)
+{
+	/* evhttp's own idle timeout (the call's timeout + 1 s) closes a pooled connection. */
+	struct http_req tmpl = { .timeout = 0.2 };
+	struct result r;
+
+	fetch("GET", url("http", srv.port, "/hello"), NULL, &tmpl, &r);
+	ck_assert_int_eq(r.status, 200);
+	fx_run_for(base, 1.6);
+	fetch("GET", url("http", srv.port, "/hello"), NULL, &tmpl, &r);
+	ck_assert_msg(r.status == 200, "%s", r.error);
+	ck_assert_int_eq(seen.requests, 2);
+	ck_assert_int_ne(seen.ports[1], seen.ports[0]);
+}
+END_TEST
+
+START_TEST(test_keep_alive_tls)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct result r;
+	int i;
+
+	fx_server_start(&tsrv, base, "srv", server_cb, NULL);
+	for (i = 0; i < 3; i++) {
+		char u[128];
+
+		snprintf(u, sizeof(u), "https://127.0.0.1:%d/hello", tsrv.port);
+		req.url = u;
+		memset(&r, 0, sizeof(r));
+		ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+		fx_run_until(base, &r.done, 10);
+		ck_assert_msg(r.status == 200, "%s", r.error);
+	}
+	ck_assert_int_eq(seen.requests, 3);
+	ck_assert_int_eq(seen.ports[1], seen.ports[0]);
+	ck_assert_int_eq(seen.ports[2], seen.ports[0]);
+	http_client_free(client);
+	client = NULL;
+	fx_server_stop(&tsrv);
+}
+END_TEST
+
 START_TEST(test_free_with_running_calls)
 {
 	struct http_req req = { .method = "GET", .timeout = 5 };
@@ -562,7 +699,6 @@ START_TEST(test_body_until_close)
 END_TEST
 
 /* TLS. */
-static struct fx_server tsrv;
 
 static void
 tls_case(const char *cert, const char *host, struct tls_ctx *t, struct result *r)
@@ -695,6 +831,11 @@ http_suite(void)
 	tcase_add_test(tc, test_cancel_inside_chunk_callback);
 	tcase_add_test(tc, test_cancel_before_done);
 	tcase_add_test(tc, test_free_with_running_calls);
+	tcase_add_test(tc, test_keep_alive_reuse);
+	tcase_add_test(tc, test_keep_alive_from_callback);
+	tcase_add_test(tc, test_server_closes_idle_connection);
+	tcase_add_test(tc, test_keep_alive_tls);
+	tcase_add_test(tc, test_idle_connection_times_out);
 	tcase_add_test(tc, test_free_client_inside_callbacks);
 	tcase_add_test(tc, test_cancel_other_call_inside_callback);
 	tcase_add_test(tc, test_invalid_urls);
