@@ -338,7 +338,6 @@ setup_signals(struct worker *w)
 	static const int sigs[] = { SIGTERM, SIGINT, SIGUSR1, SIGHUP };
 	size_t i;
 
-	signal(SIGPIPE, SIG_IGN);
 	for (i = 0; i < ARRAY_LEN(sigs); i++) {
 		w->sigs[i] = evsignal_new(w->base, sigs[i], on_signal, w);
 		if (w->sigs[i] == NULL || event_add(w->sigs[i], NULL) < 0)

@@ -1,5 +1,6 @@
 """/restart end to end: the real supervisor, the real worker, the console."""
 import json
+import os
 import signal
 import time
 
@@ -54,6 +55,10 @@ def test_restart_end_to_end(build, tmp_path, port, gateways):
     assert len([t for t in _texts(msgs) if t.startswith("Gateway online")]) == 1
     assert not (tmp_path / "state" / "restart.json").exists()
     assert con.ask("still here", chat_id="ops") == ["still here"]
+    status = con.ask("/status", chat_id="ops")[0]
+    assert "supervisor pid: %d\n" % g.pid in status
+    assert "worker pid: %d\n" % s1["worker_pid"] in status
+    assert "generation: 1\n" in status and "console: up" in status
 
     # The same /restart redelivered (replayed with its id by the console)
     # to a later worker is recognized and not run again.
@@ -211,6 +216,32 @@ def test_hung_teardown_replaced_by_supervisor(build, tmp_path, port, gateways):
         con.wait_text("ops", "Gateway online (generation 1")
     finally:
         slow.close()
+
+
+def test_usr1_and_supervisor_restart_and_watchdog(build, tmp_path, port, gateways):
+    """SIGUSR1 restarts the worker like /restart (no chat, no notice); the
+    supervisor's own `restart` recycles it; with --watchdog the worker's
+    heartbeats keep it alive."""
+    cfg = write_config(tmp_path, port)
+    g = Gateway(build, tmp_path, cfg, sup_args=["--watchdog", "0.6"])
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    pid0 = con.wait_ready()["worker_pid"]
+    os.kill(pid0, signal.SIGUSR1)
+    g.wait_ready(generation=1)
+    assert "restart requested by signal" in g.log()
+    assert not (tmp_path / "state" / "restart.json").exists()
+    pid1 = con.wait_ready()["worker_pid"]
+    assert pid1 != pid0
+    # Several watchdog periods pass without the worker being declared hung.
+    time.sleep(2.0)
+    st = g.status()
+    assert st["generation"] == "1" and int(st["worker_pid"]) == pid1
+    r = g.ctl("restart")
+    assert r.returncode == 0, r.stderr
+    g.wait_ready(generation=2)
+    assert con.ask("after", chat_id="x") == ["after"]
 
 
 def test_sigterm_to_supervisor_stops_cleanly(build, tmp_path, port, gateways):
