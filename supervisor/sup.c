@@ -303,13 +303,14 @@ handle_msg(struct sup *s, const struct notify_msg *m)
 		publish(s);
 }
 
+/* Reads what the worker said; a bounded batch, so a flood cannot starve the loop. */
 static void
 drain_notify(struct sup *s)
 {
 	struct notify_msg m;
-	int r;
+	int r, n = 0;
 
-	while ((r = inbox_recv(s->nfd, s->worker, &m)) >= 0)
+	while (n++ < 256 && (r = inbox_recv(s->nfd, s->worker, &m)) >= 0)
 		if (r == 1)
 			handle_msg(s, &m);
 }

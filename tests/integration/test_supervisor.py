@@ -275,6 +275,27 @@ def test_notify_from_another_process_is_ignored(sup):
     assert "forged" not in s.state()["worker_status"]
 
 
+def test_notify_flood_neither_starves_the_loop_nor_the_log(sup):
+    s = sup("--ready")
+    s.wait_state("ready")
+    path = os.path.join(s.run, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as c:
+        c.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            try:
+                c.sendto(b"READY=1", path)
+                sent += 1
+            except BlockingIOError:
+                time.sleep(0.001)
+    assert sent > 1000
+    s.signal(signal.SIGHUP)
+    s.wait_state("ready", generation=1)
+    assert s.logtext().count("dropped a datagram") <= 5
+    assert "more dropped before" in s.logtext()
+
+
 @pytest.mark.parametrize("msg,why", [
     ("garbage", "line is not KEY=VALUE"),
     ("READY=2", "flag key with a value other than 1"),
