@@ -215,6 +215,27 @@ def test_grandchildren_are_killed_on_stop(sup, tmp_path):
     wait_for(lambda: not alive(gp) and not alive(sp), what="grandchildren killed")
 
 
+def test_live_workers_daemons_are_left_alone_until_it_ends(sup, tmp_path):
+    # Two daemons double-forked by the worker are orphans of the subreaper from
+    # the start.  One dying must not get the other killed while the worker lives.
+    f = str(tmp_path / "d")
+    s = sup("--ready", "--daemons", f)
+    s.wait_state("ready")
+    d1, d2 = wait_for(lambda: [int(x) for x in open(f).read().split()]
+                      if os.path.exists(f) else None)
+    s.extra_pids += [d1, d2]
+    ppid = lambda p: int(open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()[1])
+    wait_for(lambda: ppid(d1) == s.pid and ppid(d2) == s.pid)   # the subreaper's now
+    os.kill(d1, signal.SIGKILL)
+    wait_for(lambda: not alive(d1))
+    time.sleep(0.3)
+    assert alive(d2)
+    s.signal(signal.SIGHUP)         # the worker ends: now its leftovers go
+    s.wait_state("ready", generation=1)
+    wait_for(lambda: not alive(d2), what="daemon killed after its worker ended")
+    s.extra_pids += [int(x) for x in open(f).read().split()]
+
+
 def test_worker_dies_when_supervisor_is_sigkilled(sup):
     s = sup("--ready")
     s.wait_state("ready")
