@@ -116,6 +116,7 @@ USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 INSTALLED   := $(BINDIR)/hermes-supervisor $(BINDIR)/hermes-worker \
 	$(MANDIR)/man8/hermes-supervisor.8 $(MANDIR)/man8/hermes-worker.8 \
 	$(MANDIR)/man5/hermes-gateway.json.5 $(UNITDIR)/hermes-gateway.service \
+	$(UNITDIR)/hermes-gateway@.service \
 	$(USERUNITDIR)/hermes-gateway.service $(DATADIR)/gateway.example.json
 
 install: $(SUPERVISOR) $(WORKER)
@@ -126,9 +127,12 @@ install: $(SUPERVISOR) $(WORKER)
 	install -m 644 docs/hermes-gateway.json.5 $(DESTDIR)$(MANDIR)/man5/
 	sed 's|/usr/local/bin/|$(BINDIR)/|g' contrib/systemd/hermes-gateway.service \
 		> $(DESTDIR)$(UNITDIR)/hermes-gateway.service
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' contrib/systemd/hermes-gateway@.service \
+		> $(DESTDIR)$(UNITDIR)/hermes-gateway@.service
 	sed 's|/usr/local/bin/|$(BINDIR)/|g' contrib/systemd/user/hermes-gateway.service \
 		> $(DESTDIR)$(USERUNITDIR)/hermes-gateway.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/hermes-gateway.service \
+		$(DESTDIR)$(UNITDIR)/hermes-gateway@.service \
 		$(DESTDIR)$(USERUNITDIR)/hermes-gateway.service
 	install -m 644 contrib/gateway.example.json $(DESTDIR)$(DATADIR)/
 

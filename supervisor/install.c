@@ -237,6 +237,7 @@ service_hardening(struct strbuf *b, const char *sfx)
 	strbuf_add(b, "ProtectControlGroups=yes\n");
 	strbuf_add(b, "ProtectClock=yes\n");
 	strbuf_add(b, "ProtectHostname=yes\n");
+	strbuf_add(b, "ProtectProc=invisible\n");
 	strbuf_add(b, "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n");
 	strbuf_add(b, "RestrictNamespaces=yes\n");
 	strbuf_add(b, "RestrictRealtime=yes\n");
@@ -246,7 +247,7 @@ service_hardening(struct strbuf *b, const char *sfx)
 	strbuf_add(b, "CapabilityBoundingSet=\n");
 	strbuf_add(b, "SystemCallArchitectures=native\n");
 	strbuf_add(b, "SystemCallFilter=~@clock @cpu-emulation @debug @module @mount "
-	    "@obsolete @raw-io @reboot @swap\n");
+	    "@obsolete @privileged @raw-io @reboot @swap\n");
 	strbuf_add(b, "SystemCallErrorNumber=EPERM\n");
 }
 

@@ -7,13 +7,9 @@
 #include "upstream.h"
 #include "util.h"
 
-#if defined(__has_include)
-#if __has_include("install.h")
 #include "install.h"
-#define HAVE_INSTALL 1
-#endif
-#endif
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +58,17 @@ open_listeners(const struct sup_args *a, struct listen_set *ls)
 	for (i = 0; i < a->nlisten; i++)
 		if (listen_open(ls, a->listen[i], err, sizeof(err)) < 0)
 			fatalx("%s", err);
+}
+
+/* Opens /dev/null on any of fds 0-2 that is closed, so no socket of ours lands there. */
+static void
+sanitize_stdio(void)
+{
+	int fd;
+
+	for (fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+			fatal("cannot open /dev/null");
 }
 
 static void
@@ -123,6 +130,7 @@ main(int argc, char **argv)
 	char err[256], *rundir;
 	int code;
 
+	sanitize_stdio();
 	log_init("hermes-supervisor", NULL);
 	if (args_parse(&a, argc, argv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hermes-supervisor: %s\n%s", err, args_usage());
@@ -132,13 +140,8 @@ main(int argc, char **argv)
 		fputs(a.cmd == CMD_HELP ? args_usage() : "hermes-supervisor " VERSION "\n", stdout);
 		return 0;
 	}
-	if (a.cmd == CMD_INSTALL || a.cmd == CMD_UNINSTALL) {
-#ifdef HAVE_INSTALL
+	if (a.cmd == CMD_INSTALL || a.cmd == CMD_UNINSTALL)
 		return install_service_main(argc - 1, argv + 1);
-#else
-		fatal_status(2, "%s is not available in this build", argv[1]);
-#endif
-	}
 	rundir = control_runtime_dir(a.runtime_dir);
 	if (rundir == NULL)
 		fatal_status(2, "no runtime directory: set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR, "

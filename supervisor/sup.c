@@ -7,7 +7,7 @@
 #include "spawn.h"
 #include "upstream.h"
 #include "util.h"
-#include "wnotify.h"
+#include "inbox.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -294,7 +294,8 @@ handle_msg(struct sup *s, const struct notify_msg *m)
 		log_info("worker %ld is stopping", (long)s->worker);
 		begin_stop(s, 0);
 	}
-	if (m->has_extend && s->stop_deadline != 0 && now + m->extend_usec > s->stop_deadline)
+	if (m->has_extend && s->stop_deadline != 0 && m->extend_usec < UINT64_MAX - now &&
+	    now + m->extend_usec > s->stop_deadline)
 		s->stop_deadline = now + m->extend_usec;
 	if (m->watchdog_trigger && s->state != ST_STOPPING)
 		kill_worker(s, "watchdog triggered by the worker");
@@ -308,7 +309,7 @@ drain_notify(struct sup *s)
 	struct notify_msg m;
 	int r;
 
-	while ((r = wnotify_recv(s->nfd, s->worker, &m)) >= 0)
+	while ((r = inbox_recv(s->nfd, s->worker, &m)) >= 0)
 		if (r == 1)
 			handle_msg(s, &m);
 }
@@ -506,7 +507,7 @@ sup_new(const struct sup_args *a, char **worker_argv, const char *rundir,
 	s->listen = ls;
 	s->errfd = -1;
 	s->sigfd = signals_open();
-	s->nfd = wnotify_open(rundir, s->notify_spec, sizeof(s->notify_spec));
+	s->nfd = inbox_open(rundir, s->notify_spec, sizeof(s->notify_spec));
 	if (s->nfd < 0)
 		fatal("cannot create the worker's notify socket %s", s->notify_spec);
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -524,7 +525,7 @@ sup_free(struct sup *s)
 {
 	if (s == NULL)
 		return;
-	wnotify_close(s->nfd, s->notify_spec);
+	inbox_close(s->nfd, s->notify_spec);
 	if (s->sigfd >= 0)
 		close(s->sigfd);
 	if (s->errfd >= 0)

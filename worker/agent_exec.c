@@ -2,7 +2,8 @@
  * agent_exec.c - the exec backend: runs the configured argv (no shell)
  * once per message, in the worker's process group.  stdin gets one JSON
  * object {session, platform, chat, user, text, history}; stdout is the
- * reply.
+ * reply (made valid UTF-8).  The command gets the worker's environment
+ * without NOTIFY_SOCKET, WATCHDOG_* and LISTEN_*, and no other descriptor.
  *
  * Everything goes through the event loop: non-blocking pipes, and the
  * child's exit seen through a pidfd (or a polling timer where pidfds are
@@ -411,6 +412,67 @@ exec_describe_status(struct exec_call *ec, char *buf, size_t len)
 		    WEXITSTATUS(st), line[0] ? ": " : "", line);
 }
 
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when invalid. */
+static size_t
+exec_utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	unsigned cp;
+
+	if (s[0] > 0 && s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;               /* NUL, a continuation byte, or never valid */
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/*
+ * The command's output as a reply: valid UTF-8 (invalid bytes and NULs
+ * become U+FFFD), since every platform and the console's JSON need it.
+ */
+static char *
+exec_utf8_clean(const char *out, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)out;
+	char *r = xmalloc(len * 3 + 1), *p = r;
+	size_t i = 0, k;
+
+	while (i < len) {
+		k = exec_utf8_seq(s + i, len - i);
+		if (k == 0) {
+			memcpy(p, "\xef\xbf\xbd", 3);
+			p += 3;
+			i++;
+		} else {
+			memcpy(p, s + i, k);
+			p += k;
+			i += k;
+		}
+	}
+	*p = '\0';
+	return r;
+}
+
 /* Replies once the child is reaped and its output read (or it was killed). */
 static void
 exec_maybe_finish(struct exec_call *ec)
@@ -434,7 +496,7 @@ exec_maybe_finish(struct exec_call *ec)
 		} else if (ec->out_len == 0 || strspn(ec->out, " \t\r\n") == ec->out_len) {
 			msg = xstrdup(EXEC_UNREACHABLE "the command gave no output");
 		} else {
-			msg = xstrndup(ec->out, ec->out_len);
+			msg = exec_utf8_clean(ec->out, ec->out_len);
 			ok = 1;
 		}
 	}
@@ -474,8 +536,7 @@ exec_proc_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!exec_proc_reap(p)) {
-		if (p->pidfd < 0)
-			exec_proc_watch(p);
+		exec_proc_watch(p);     /* not gone yet: keep watching */
 		return;
 	}
 	status = p->status;
@@ -513,6 +574,35 @@ exec_proc_watch(struct exec_proc *p)
 	event_add(p->ev, p->pidfd >= 0 ? NULL : &poll_tv);
 }
 
+/*
+ * The command's environment: the worker's, without the service-manager
+ * protocol variables (its sd_notify socket, watchdog, passed sockets),
+ * which belong to the worker alone.  The array is allocated; the strings
+ * are borrowed from environ.
+ */
+static char **
+exec_env(void)
+{
+	static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=",
+	    "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=" };
+	size_t n = 0, i, j, k = 0;
+	char **env;
+
+	while (environ[n] != NULL)
+		n++;
+	env = xcalloc(n + 1, sizeof(char *));
+	for (i = 0; i < n; i++) {
+		int keep = 1;
+
+		for (j = 0; j < ARRAY_LEN(drop) && keep; j++)
+			keep = strncmp(environ[i], drop[j], strlen(drop[j])) != 0;
+		if (keep)
+			env[k++] = environ[i];
+	}
+	env[k] = NULL;
+	return env;
+}
+
 /* Spawns the command with the three pipe ends as its stdio. */
 static int
 exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
@@ -520,6 +610,7 @@ exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none, all;
+	char **env;
 	int r;
 
 	sigemptyset(&none);
@@ -535,7 +626,9 @@ exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	r = posix_spawnp(pid, x->argv[0], &fa, &attr, x->argv, environ);
+	env = exec_env();
+	r = posix_spawnp(pid, x->argv[0], &fa, &attr, x->argv, env);
+	free(env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	return r;

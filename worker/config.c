@@ -237,8 +237,8 @@ parse_platform(const char *file, cJSON *sec, struct config_platform *p, char *er
 			p->enabled = cJSON_IsTrue(it);
 		} else if (strcmp(it->string, "allowed_users") == 0 ||
 		    strcmp(it->string, "admins") == 0) {
-			char ***dst = it->string[0] == 'a' && it->string[1] == 'd' ?
-			    &p->admins : &p->allowed_users;
+			char ***dst = strcmp(it->string, "admins") == 0 ? &p->admins :
+			    &p->allowed_users;
 
 			if (json_string_list(it, dst) < 0) {
 				config_err(err, errlen, file, key, "expected an array of strings");

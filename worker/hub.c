@@ -36,6 +36,8 @@
 #include <unistd.h>
 
 #define FLUSH_DELAY_USEC 1000000ULL
+/* Idle sessions leave memory (their history stays on disk) after this long. */
+#define SESSION_IDLE_MS (10 * 60 * 1000ULL)
 
 enum hub_phase {
 	PH_RUN = 0,
@@ -87,6 +89,7 @@ struct hub_sess {
 	struct session *sess;
 	struct msg_queue queue;
 	struct hub_msg *running;        /* from agent call start until its reply is sent */
+	uint64_t used_ms;               /* last activity, for evicting idle sessions */
 };
 
 struct hub_out {
@@ -109,6 +112,7 @@ struct hub {
 	long supervisor_pid;
 	unsigned long generation;
 	uint64_t start_us;
+	uint64_t idle_ms;
 	struct hub_callbacks cb;
 	char **gateway_allowed;
 	int gateway_allow_all;
@@ -125,6 +129,8 @@ struct hub {
 
 	struct event *flush_ev;
 	int flush_armed;
+	struct event *sweep_ev;
+	int sweep_armed;
 	struct event *progress_ev;
 
 	int stopping;
@@ -358,9 +364,12 @@ out_sent(void *arg, int ok)
 {
 	struct hub_out *o = arg;
 
-	if (!ok)
-		o->ok = 0;
 	o->idx++;
+	if (!ok) {
+		/* The rest would arrive without its beginning: give up on this text. */
+		o->ok = 0;
+		o->idx = o->n;
+	}
 	out_next(o);
 }
 
@@ -479,20 +488,36 @@ sess_find(struct hub *h, const char *key)
 	return NULL;
 }
 
+/* How often idle sessions are looked for: a sixth of the idle time, at most a minute. */
+static uint64_t
+sweep_usec(const struct hub *h)
+{
+	uint64_t u = h->idle_ms * 1000 / 6;
+
+	return u < 60 * 1000000ULL ? (u > 0 ? u : 1) : 60 * 1000000ULL;
+}
+
 static struct hub_sess *
 sess_get(struct hub *h, const char *key)
 {
 	struct hub_sess *hs = sess_find(h, key);
 	size_t b;
 
-	if (hs != NULL)
+	if (hs != NULL) {
+		hs->used_ms = mono_msec();
 		return hs;
+	}
+	if (!h->sweep_armed) {
+		h->sweep_armed = 1;
+		timer_arm(h->sweep_ev, sweep_usec(h));
+	}
 	if (h->nsess >= h->nbuckets * 2)
 		sess_rehash(h);
 	hs = xcalloc(1, sizeof(*hs));
 	hs->key = xstrdup(key);
 	hs->sess = session_open(h->sessions_dir, key);
 	TAILQ_INIT(&hs->queue);
+	hs->used_ms = mono_msec();
 	b = key_hash(key) & (h->nbuckets - 1);
 	hs->next = h->buckets[b];
 	h->buckets[b] = hs;
@@ -528,6 +553,40 @@ sess_has_id(const struct hub_sess *hs, const char *id)
 	return 0;
 }
 
+static void sess_free(struct hub_sess *hs);
+
+/* Frees sessions idle for SESSION_IDLE_MS (saved first); runs while any exist. */
+static void
+sweep_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct hub *h = arg;
+	uint64_t now = mono_msec();
+	size_t i;
+
+	(void)fd;
+	(void)ev;
+	for (i = 0; i < h->nbuckets; i++) {
+		struct hub_sess **pp = &h->buckets[i];
+
+		while (*pp != NULL) {
+			struct hub_sess *hs = *pp;
+
+			if (hs->running != NULL || !TAILQ_EMPTY(&hs->queue) ||
+			    now - hs->used_ms < h->idle_ms ||
+			    (session_dirty(hs->sess) && session_save(hs->sess) < 0)) {
+				pp = &hs->next;
+				continue;
+			}
+			*pp = hs->next;
+			h->nsess--;
+			sess_free(hs);
+		}
+	}
+	h->sweep_armed = h->nsess > 0;
+	if (h->sweep_armed)
+		timer_arm(h->sweep_ev, sweep_usec(h));
+}
+
 /* ---- agent calls ---- */
 
 static void
@@ -539,6 +598,7 @@ agent_reply_sent(void *arg, int ok)
 	if (!ok)
 		log_warnx("%s: an agent reply could not be delivered", m->p->name);
 	hs->running = NULL;
+	hs->used_ms = mono_msec();
 	msg_finish(m);
 	sess_pump(hs);
 }
@@ -600,7 +660,9 @@ sess_pump(struct hub_sess *hs)
 	req.chat_id = m->chat_id;
 	req.user_id = m->user_id;
 	req.text = m->text;
-	req.history = session_history(hs->sess);
+	/* The echo backend ignores the history: spare it the copy of up to 200 entries. */
+	if (strcmp(agent_backend(h->agent), "echo") != 0)
+		req.history = session_history(hs->sess);
 	m->starting = 1;
 	c = agent_call(h->agent, &req, agent_replied, m);
 	m->starting = 0;
@@ -1190,6 +1252,7 @@ hub_new(const struct hub_opts *o)
 	h->supervisor_pid = o->supervisor_pid;
 	h->generation = o->generation;
 	h->start_us = mono_usec();
+	h->idle_ms = o->session_idle_ms > 0 ? o->session_idle_ms : SESSION_IDLE_MS;
 	h->cb = o->cb;
 	h->gateway_allowed = list_copy(o->cfg->gateway_allowed);
 	h->gateway_allow_all = o->cfg->gateway_allow_all;
@@ -1197,6 +1260,7 @@ hub_new(const struct hub_opts *o)
 	h->buckets = xcalloc(h->nbuckets, sizeof(*h->buckets));
 	LIST_INIT(&h->outs);
 	h->flush_ev = timer_new(h, flush_cb, h);
+	h->sweep_ev = timer_new(h, sweep_cb, h);
 	h->progress_ev = timer_new(h, progress_cb, h);
 	h->phase_ev = timer_new(h, phase_timeout, h);
 	h->ack_ev = timer_new(h, restart_ack_timeout, h);
@@ -1315,6 +1379,7 @@ hub_free(struct hub *h)
 	restart_marker_free(h->marker);
 	config_list_free(h->gateway_allowed);
 	event_free(h->flush_ev);
+	event_free(h->sweep_ev);
 	event_free(h->progress_ev);
 	event_free(h->phase_ev);
 	event_free(h->ack_ev);

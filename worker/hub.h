@@ -61,6 +61,7 @@ struct hub_opts {
 	const struct config *cfg;       /* what is needed is copied */
 	long supervisor_pid;            /* 0 when none */
 	unsigned long generation;
+	uint64_t session_idle_ms;       /* idle sessions leave memory after this; 0: 10 minutes */
 	struct hub_callbacks cb;
 };
 

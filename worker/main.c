@@ -145,6 +145,9 @@ config_fail(struct worker *w, const char *section, const char *err)
 {
 	const char *file = w->cfg->path != NULL ? w->cfg->path : "embedded default";
 
+	/* Most messages already start with the key they are about. */
+	if (strncmp(err, section, strlen(section)) == 0)
+		fatal_status(EXIT_CONFIG, "%s: %s", file, err);
 	fatal_status(EXIT_CONFIG, "%s: %s: %s", file, section, err);
 }
 
@@ -335,7 +338,6 @@ setup_signals(struct worker *w)
 	static const int sigs[] = { SIGTERM, SIGINT, SIGUSR1, SIGHUP };
 	size_t i;
 
-	signal(SIGPIPE, SIG_IGN);
 	for (i = 0; i < ARRAY_LEN(sigs); i++) {
 		w->sigs[i] = evsignal_new(w->base, sigs[i], on_signal, w);
 		if (w->sigs[i] == NULL || event_add(w->sigs[i], NULL) < 0)

@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ struct session {
 	char *key;
 	char *path;
 	cJSON *history;
+	size_t count;                   /* entries (cJSON counts by walking the list) */
 	size_t bytes;                   /* sum of the content lengths */
 	int dirty;
 };
@@ -80,12 +82,11 @@ entry_bytes(const cJSON *e)
 static void
 trim(struct session *s)
 {
-	while (cJSON_GetArraySize(s->history) > 1 &&
-	    ((size_t)cJSON_GetArraySize(s->history) > SESSION_MAX_ENTRIES ||
-	    s->bytes > SESSION_MAX_BYTES)) {
+	while (s->count > 1 && (s->count > SESSION_MAX_ENTRIES || s->bytes > SESSION_MAX_BYTES)) {
 		cJSON *old = cJSON_DetachItemFromArray(s->history, 0);
 
 		s->bytes -= entry_bytes(old);
+		s->count--;
 		cJSON_Delete(old);
 	}
 }
@@ -162,7 +163,7 @@ session_history(const struct session *s)
 size_t
 session_length(const struct session *s)
 {
-	return (size_t)cJSON_GetArraySize(s->history);
+	return s->count;
 }
 
 void
@@ -175,6 +176,7 @@ session_append(struct session *s, const char *role, const char *content)
 	    !cJSON_AddItemToArray(s->history, e))
 		fatalx("out of memory");
 	s->bytes += strlen(content);
+	s->count++;
 	s->dirty = 1;
 	trim(s);
 }
@@ -187,6 +189,7 @@ session_reset(struct session *s)
 	if (s->history == NULL)
 		fatalx("out of memory");
 	s->bytes = 0;
+	s->count = 0;
 	s->dirty = 0;
 	if (unlink(s->path) < 0 && errno != ENOENT)
 		log_warn("%s", s->path);
@@ -196,6 +199,50 @@ int
 session_dirty(const struct session *s)
 {
 	return s->dirty;
+}
+
+/*
+ * Writes the history to a temporary file and renames it over the old one:
+ * atomic, but not fsynced.  Histories are saved often and a lost last turn
+ * after a power cut is acceptable; an fsync per session per save would
+ * stall the event loop.
+ */
+static int
+write_replace(const char *path, const char *text)
+{
+	char *tmp = xasprintf("%s.tmp", path);
+	size_t len = strlen(text), off = 0;
+	int fd, saved;
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		goto fail;
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail;
+		off += (size_t)n;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		goto fail;
+	free(tmp);
+	return 0;
+fail:
+	saved = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(tmp);
+	errno = saved;
+	return -1;
 }
 
 int
@@ -209,7 +256,7 @@ session_save(struct session *s)
 	text = cJSON_PrintUnformatted(s->history);
 	if (text == NULL)
 		fatalx("out of memory");
-	r = write_file_atomic(s->path, text, strlen(text), 0600);
+	r = write_replace(s->path, text);
 	free(text);
 	if (r == 0)
 		s->dirty = 0;

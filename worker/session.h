@@ -4,7 +4,8 @@
  * Sessions are keyed by where a conversation happens: a DM is one session
  * per chat, a group one per user in that chat, a thread one per thread.
  * The history is a JSON array of {"role","content"} kept bounded (entries
- * and bytes) and saved atomically to <dir>/<escaped key>.json.
+ * and bytes) and saved atomically (write, rename; not fsynced) to
+ * <dir>/<escaped key>.json.
  */
 #ifndef HERMES_SESSION_H
 #define HERMES_SESSION_H

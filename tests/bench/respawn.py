@@ -24,7 +24,7 @@ import time
 
 # Service and runtime dirs on tmpfs, as /run is on a systemd host.
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
-SUPERVISORS = ["hermes-supervisor", "s6-supervise", "runsv", "supervise", "supervisord"]
+SUPERVISORS = ["hermes-supervisor", "hermes-supervisor-static", "s6-supervise", "runsv", "supervise", "supervisord"]
 
 
 def make_service(name, build, d, log, idle, lifetime=0):
@@ -37,8 +37,9 @@ def make_service(name, build, d, log, idle, lifetime=0):
         env["RESPAWN_IDLE"] = "1"
     if lifetime:
         env["RESPAWN_LIFETIME_MS"] = str(lifetime)
-    if name == "hermes-supervisor":
-        argv = [os.path.join(build, "hermes-supervisor"), "--foreground", "--runtime-dir",
+    if name.startswith("hermes-supervisor"):
+        exe = os.path.join(build, "bench" if name.endswith("static") else "", name)
+        argv = [exe, "--foreground", "--runtime-dir",
                 os.path.join(d, "run"), "--crash-limit", "100000/1", "--", fixture]
         return argv, env
     if name == "supervisord":
@@ -54,6 +55,14 @@ def make_service(name, build, d, log, idle, lifetime=0):
             f.write("3\n")
         env["RESPAWN_READY_FD"] = "3"
     return [name, d], env
+
+
+def available(build, name):
+    if name == "hermes-supervisor":
+        return True
+    if name == "hermes-supervisor-static":
+        return os.path.exists(os.path.join(build, "bench", name))
+    return shutil.which(name) is not None
 
 
 def read_log(log):
@@ -136,7 +145,7 @@ def wakeups(pid):
 def run_idle(build, secs):
     """Starts all supervisors with an idle worker at once; returns {name: (rss, pss, wakeups/s)}."""
     procs, dirs = {}, []
-    for name in [x for x in SUPERVISORS if x == "hermes-supervisor" or shutil.which(x)]:
+    for name in [x for x in SUPERVISORS if available(build, x)]:
         d = tempfile.mkdtemp(prefix="idle-%s-" % name, dir=TMP)
         dirs.append(d)
         argv, env = make_service(name, build, d, os.path.join(d, "log"), idle=True)
@@ -165,7 +174,7 @@ def main():
     ap.add_argument("--idle", type=float, default=10.0)
     a = ap.parse_args()
     build = os.path.abspath(a.build)
-    names = [x for x in SUPERVISORS if x == "hermes-supervisor" or shutil.which(x)]
+    names = [x for x in SUPERVISORS if available(build, x)]
     fast = run_latency(["hermes-supervisor"], build, a.fast, 0, 120)["hermes-supervisor"]
     fair = run_latency(names, build, a.respawns, a.lifetime,
                        a.respawns * (a.lifetime / 1000.0 + 1.5) + 30)

@@ -30,8 +30,9 @@ def unavailable_reason():
     return None
 
 
-def wait_for(cond, timeout, interval=0.1, what="condition"):
-    """Polls cond() until it returns a true value; returns it, or raises AssertionError."""
+def wait_for(cond, timeout, interval=0.1, what="condition", detail=None):
+    """Polls cond() until it returns a true value; returns it, or raises AssertionError
+    (with detail(), e.g. the unit's journal, computed at the timeout)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -39,7 +40,8 @@ def wait_for(cond, timeout, interval=0.1, what="condition"):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    extra = f"\n{detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
 
 
 def _children(pid):
@@ -60,6 +62,49 @@ def _children(pid):
     return kids
 
 
+def _own_cgroups(name):
+    """Creates cgroup NAME below our own in the unified and name=systemd hierarchies.
+
+    Without it, systemd-nspawn --keep-unit (the host has no systemd to ask for
+    a scope) puts every container in "<our cgroup>/payload": two test runs at
+    once would have two systemd instances managing the same cgroups, each
+    killing the other's services.  Returns the directories (maybe none).
+    """
+    mine = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrl, path = line.rstrip("\n").split(":", 2)
+            mine[ctrl] = path
+    made = []
+    for base, ctrl in (("/sys/fs/cgroup/unified", ""), ("/sys/fs/cgroup/systemd", "name=systemd"),
+                       ("/sys/fs/cgroup", "")):
+        if ctrl not in mine or not os.path.exists(f"{base}/cgroup.procs"):
+            continue
+        if base == "/sys/fs/cgroup" and any(d.startswith("/sys/fs/cgroup/unified") for d in made):
+            continue
+        d = os.path.join(base + mine[ctrl], name)
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError:
+            continue
+        made.append(d)
+    return made
+
+
+def _remove_cgroups(dirs):
+    for d in dirs:
+        for root, subdirs, _ in os.walk(d, topdown=False):
+            for sub in subdirs:
+                try:
+                    os.rmdir(os.path.join(root, sub))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
 class Container:
     """One booted container; call poweroff() when done."""
 
@@ -70,6 +115,7 @@ class Container:
         self.logpath = os.path.join(str(logdir), "nspawn.log")
         self.proc = None
         self.leader = None
+        self.cgroups = []
 
     @property
     def build_inside(self):
@@ -85,8 +131,19 @@ class Container:
                "--bind-ro=/etc/hosts", f"--machine={self.name}",
                "--", "systemd.firstboot=off", "systemd.unit=basic.target"]
         self.log = open(self.logpath, "wb")
+        self.cgroups = _own_cgroups(self.name)
+        cgroups = self.cgroups
+
+        def enter_cgroups():
+            for d in cgroups:
+                try:
+                    with open(f"{d}/cgroup.procs", "w") as f:
+                        f.write(str(os.getpid()))
+                except OSError:
+                    pass
+
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=enter_cgroups)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -191,6 +248,7 @@ class Container:
             self.proc.wait(timeout=10)
         self.log.close()
         self.proc = None
+        _remove_cgroups(self.cgroups)
 
 
 def http(method, url, body=None, timeout=30, token=None):

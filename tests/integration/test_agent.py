@@ -7,6 +7,7 @@ exec: reply, JSON input, timeout, non-zero exit, huge output; a slow agent
 never blocks /status or /ping; agent config errors exit 78 naming the key.
 """
 import json
+import os
 import pathlib
 import sys
 import time
@@ -233,6 +234,19 @@ def test_exec_timeout_leaves_no_child(build, tmp_path, port):
         # Killed and reaped: no process, not even a zombie.
         assert wait_for(lambda: not pathlib.Path("/proc/%d" % pid).exists(), timeout=10,
                         what="child reaped")
+    finally:
+        w.stop()
+
+
+def test_exec_runs_in_worker_process_group(build, tmp_path, port):
+    # The supervisor kills a hung worker with its whole process group:
+    # the agent's commands must be in it.
+    script = "cut -d' ' -f5 /proc/$$/stat"
+    w, con = start(build, tmp_path, port,
+                   {"backend": "exec", "command": ["/bin/sh", "-c", script]})
+    try:
+        (pgid,) = con.ask("which group?")
+        assert int(pgid) == os.getpgid(w.pid)
     finally:
         w.stop()
 

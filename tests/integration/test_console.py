@@ -538,3 +538,80 @@ def test_clients_that_leave_while_waiting(launch):
     assert w.alive()
     assert "bye!!" in [m["text"] for m in c.messages("gone")["messages"]]
     echo_ok(c)
+
+
+def test_killed_worker_loses_nothing(launch, tmp_path):
+    """SIGKILL (as the supervisor does to a hung worker): the next worker
+    still has the chat log, and answers once what was accepted but not
+    handled (from console.journal)."""
+    from fake_openai import FakeOpenAI
+    fake = FakeOpenAI().start()
+    try:
+        agent = {"backend": "openai", "base_url": fake.url, "model": "m",
+                 "stream": False, "timeout": 30}
+        port = free_port()
+        w, c = launch(port=port, agent=agent)
+        done = c.post("answered", chat_id="k", wait=20)
+        assert [m["text"] for m in done["replies"]] == ["echo: answered"]
+        slow = c.post("fault:slow:2 pending", chat_id="k")["message_id"]
+        queued = c.post("queued", chat_id="k")["message_id"]
+        deadline = time.monotonic() + 20
+        while len(fake.requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)                # the slow call is running
+        w.stop(sig=signal.SIGKILL)
+        assert (tmp_path / "state" / "console.journal").stat().st_size > 0
+
+        w2, c2 = launch(port=port, agent=agent)
+        for mid, text in ((slow, "echo: fault:slow:2 pending"), (queued, "echo: queued")):
+            c2.wait_messages("k", lambda ms, mid=mid, text=text: any(
+                m["reply_to"] == mid and m["text"] == text for m in ms), timeout=60)
+        time.sleep(0.5)
+        texts = [m["text"] for m in c2.messages("k")["messages"]]
+        assert texts == ["echo: answered", "echo: fault:slow:2 pending", "echo: queued"]
+        assert "journal" in w2.log()
+        nxt = c2.post("next", chat_id="k", wait=20)
+        assert nxt["message_id"] > max(m["id"] for m in c2.messages("k")["messages"][:-1])
+    finally:
+        fake.stop()
+
+
+def test_journal_is_folded_and_bounded(launch, tmp_path):
+    port = free_port()
+    w, c = launch(port=port)
+    state = tmp_path / "state"
+    big = "z" * 60000
+    for i in range(90):                 # ~10 MiB of journal lines
+        r = c.post(f"{i:03d}{big}", chat_id="fold", wait=20)
+        assert r["replies"][0]["text"].startswith(f"{i:03d}")
+    journal = state / "console.journal"
+    assert journal.stat().st_size < 9 << 20
+    outbox = json.loads((state / "console.outbox.json").read_text())
+    assert len(outbox["messages"]) > 10   # written by a fold, not by a stop
+    assert w.alive()
+    w.stop(sig=signal.SIGKILL)
+    w2, c2 = launch(port=port)
+    msgs = c2.messages("fold")["messages"]
+    assert msgs[-1]["text"].startswith("089")
+    nums = [int(m["text"][:3]) for m in msgs]
+    assert nums == list(range(nums[0], 90))       # the newest, in order, no gap
+    assert sum(len(m["text"]) for m in msgs) <= 4 << 20
+
+
+def test_check_config_applies_console_rules(build, tmp_path):
+    port = free_port()
+    bad = write_config(tmp_path, port, console={"listen": f"0.0.0.0:{port}"}, name="bad.json")
+    w = WorkerProc(build, bad, home=tmp_path, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == 78
+        assert "platforms.console.listen" in w.log() and "token" in w.log()
+    finally:
+        w.stop()
+    good = write_config(tmp_path, port, console={"listen": f"0.0.0.0:{port}", "token": "t"},
+                        name="good.json")
+    w = WorkerProc(build, good, home=tmp_path, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == 0, w.log()
+    finally:
+        w.stop()
+    # nothing was bound or written by a check
+    assert not (tmp_path / "state").exists()

@@ -1,5 +1,6 @@
 """/restart end to end: the real supervisor, the real worker, the console."""
 import json
+import os
 import signal
 import time
 
@@ -54,6 +55,10 @@ def test_restart_end_to_end(build, tmp_path, port, gateways):
     assert len([t for t in _texts(msgs) if t.startswith("Gateway online")]) == 1
     assert not (tmp_path / "state" / "restart.json").exists()
     assert con.ask("still here", chat_id="ops") == ["still here"]
+    status = con.ask("/status", chat_id="ops")[0]
+    assert "supervisor pid: %d\n" % g.pid in status
+    assert "worker pid: %d\n" % s1["worker_pid"] in status
+    assert "generation: 1\n" in status and "console: up" in status
 
     # The same /restart redelivered (replayed with its id by the console)
     # to a later worker is recognized and not run again.
@@ -116,6 +121,28 @@ def test_drain_timeout_honoured(build, tmp_path, port, gateways):
         slow.close()
 
 
+def test_drain_timeout_with_exec_agent(build, tmp_path, port, gateways):
+    """The same with an exec agent that sleeps: cancelled at drain_timeout,
+    its process gone, the message run again by the next worker."""
+    runs = tmp_path / "runs"
+    agent = {"backend": "exec", "timeout": 120,
+             "command": ["/bin/sh", "-c", "echo run >> %s; exec sleep 30" % runs]}
+    cfg = write_config(tmp_path, port, agent=agent, extra={"drain_timeout": 1})
+    g = Gateway(build, tmp_path, cfg)
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    con.wait_ready()
+    con.post("sleepy", chat_id="busy", user_id="local")
+    wait_for(lambda: runs.exists() and runs.read_text().count("run") == 1, what="exec run")
+    t0 = time.monotonic()
+    con.post("/restart", chat_id="ops", user_id="local", wait=20)
+    con.wait_text("busy", "did not finish in time")
+    g.wait_ready(generation=1)
+    assert time.monotonic() - t0 >= 0.9
+    wait_for(lambda: runs.read_text().count("run") == 2, what="the message run again")
+
+
 def test_drain_waits_for_running_call_to_finish(build, tmp_path, port, gateways):
     """A call that ends within drain_timeout is answered before the restart."""
     cfg = write_config(tmp_path, port, extra={"drain_timeout": 30})
@@ -134,6 +161,36 @@ def test_drain_waits_for_running_call_to_finish(build, tmp_path, port, gateways)
     texts = _texts(con.messages("burst")["messages"])
     assert sorted(texts) == sorted("msg %d" % i for i in range(20)), texts
     assert len(msgs) >= 20
+
+
+def test_messages_across_repeated_restarts_answered_once(build, tmp_path, port, gateways):
+    """100 messages in 5 chats while /restart is issued 5 times: every message
+    is answered exactly once, by whichever worker took it."""
+    cfg = write_config(tmp_path, port)
+    g = Gateway(build, tmp_path, cfg)
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    con.wait_ready()
+    sent = []
+    for r in range(5):
+        for i in range(20):
+            text = "r%d m%d" % (r, i)
+            con.post(text, chat_id="chat%d" % (i % 5), user_id="local", retry=True)
+            sent.append(text)
+        con.post("/restart", chat_id="ops", user_id="local", retry=True)
+        g.wait_ready(generation=r + 1, timeout=30)
+    for c in range(5):
+        want = [t for t in sent if int(t.split("m")[1]) % 5 == c]
+        con.wait_messages("chat%d" % c, lambda ms, n=len(want): len(ms) >= n, timeout=30)
+    time.sleep(0.5)
+    got = []
+    for c in range(5):
+        got += _texts(con.messages("chat%d" % c)["messages"])
+    assert sorted(got) == sorted(sent)
+    notices = [t for t in _texts(con.messages("ops")["messages"])
+               if t.startswith("Gateway online")]
+    assert len(notices) == 5
 
 
 def test_hung_teardown_replaced_by_supervisor(build, tmp_path, port, gateways):
@@ -159,6 +216,32 @@ def test_hung_teardown_replaced_by_supervisor(build, tmp_path, port, gateways):
         con.wait_text("ops", "Gateway online (generation 1")
     finally:
         slow.close()
+
+
+def test_usr1_and_supervisor_restart_and_watchdog(build, tmp_path, port, gateways):
+    """SIGUSR1 restarts the worker like /restart (no chat, no notice); the
+    supervisor's own `restart` recycles it; with --watchdog the worker's
+    heartbeats keep it alive."""
+    cfg = write_config(tmp_path, port)
+    g = Gateway(build, tmp_path, cfg, sup_args=["--watchdog", "0.6"])
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    pid0 = con.wait_ready()["worker_pid"]
+    os.kill(pid0, signal.SIGUSR1)
+    g.wait_ready(generation=1)
+    assert "restart requested by signal" in g.log()
+    assert not (tmp_path / "state" / "restart.json").exists()
+    pid1 = con.wait_ready()["worker_pid"]
+    assert pid1 != pid0
+    # Several watchdog periods pass without the worker being declared hung.
+    time.sleep(2.0)
+    st = g.status()
+    assert st["generation"] == "1" and int(st["worker_pid"]) == pid1
+    r = g.ctl("restart")
+    assert r.returncode == 0, r.stderr
+    g.wait_ready(generation=2)
+    assert con.ask("after", chat_id="x") == ["after"]
 
 
 def test_sigterm_to_supervisor_stops_cleanly(build, tmp_path, port, gateways):

@@ -35,6 +35,14 @@ def test_help_and_version(build):
     assert r.returncode == 0 and r.stdout.startswith("hermes-supervisor ")
 
 
+def test_install_service_is_dispatched(build, tmp_path):
+    r = subprocess.run([str(build / "hermes-supervisor"), "install-service", "--user",
+                        "--dry-run"], capture_output=True, text=True, timeout=10,
+                       env=dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=""))
+    assert r.returncode == 0, r.stderr
+    assert "ExecStart=" in r.stdout and "hermes-supervisor --foreground" in r.stdout
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--stop-timeout", "x"], "bad value for --stop-timeout"),
     (["--crash-limit", "5"], "bad value for --crash-limit"),
@@ -162,6 +170,15 @@ def test_worker_gets_clean_fds_signals_and_protocol_env(sup, tmp_path):
     assert "pgid %d" % pid in env               # its own process group
 
 
+def test_supervisor_started_with_stdin_closed(sup, tmp_path):
+    s = sup("--ready", "--env", str(tmp_path / "env"), preexec_fn=lambda: os.close(0))
+    s.wait_state("ready")
+    env = open(str(tmp_path / "env.0")).read().splitlines()
+    assert sorted(int(l.split()[1]) for l in env if l.startswith("fd ")) == [0, 1, 2]
+    s.signal(signal.SIGHUP)                 # its own sockets still work
+    s.wait_state("ready", generation=1)
+
+
 def test_default_worker_is_hermes_worker_beside_the_supervisor(build, tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -181,3 +198,31 @@ def test_default_worker_is_hermes_worker_beside_the_supervisor(build, tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+def test_journal_stream_gives_priority_prefixes(sup):
+    s = sup("--ready", env={"JOURNAL_STREAM": "8:12345"})
+    s.wait_state("ready")
+    s.wait_log(r"(?m)^<6>hermes-supervisor\[%d\]: worker \d+ \(generation 0\) is ready$" % s.pid)
+
+
+def test_usr1_reopens_the_log_file_in_daemon_mode(build, tmp_path):
+    run = str(tmp_path / "run")
+    log = os.path.join(run, "supervisor.log")
+    r = subprocess.run([str(build / "hermes-supervisor"), "--runtime-dir", run, "--",
+                        fixture_path(build), "--ready"], timeout=10)
+    pid = read_pid(os.path.join(run, "supervisor.pid"))
+    try:
+        assert r.returncode == 0 and alive(pid)
+        wait_for(lambda: os.path.exists(log) and "is ready" in open(log).read())
+        os.rename(log, log + ".1")                     # what logrotate does
+        os.kill(pid, signal.SIGUSR1)
+        wait_for(lambda: os.path.exists(log))           # reopened (created) by USR1
+        os.kill(pid, signal.SIGHUP)                     # something new to log
+        wait_for(lambda: os.path.exists(log) and "generation 1" in open(log).read())
+        assert "generation 1" not in open(log + ".1").read()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid))

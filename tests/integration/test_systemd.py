@@ -23,7 +23,8 @@ import systemd_util as su
 
 UNIT = "hermes-gateway.service"
 SUP_INSIDE = f"{su.MOUNT}/build/hermes-supervisor"
-# Test timings, set by a drop-in (the shipped unit has 30 s / 10 s / 45 s / 60 s).
+# Test timings, set by a drop-in (the shipped unit: --stop-timeout 30, --watchdog 10,
+# TimeoutStopSec=45, WatchdogSec=30).
 STOP_TIMEOUT = 3
 WORKER_WATCHDOG = 2
 TIMEOUT_STOP_SEC = 15
@@ -52,9 +53,9 @@ def require_binaries():
             pytest.skip(f"{BUILD / name} is not built")
 
 
-def drop_in(container, unit, extra_args=""):
+def drop_in(container, unit, extra_args="", source=None):
     """Shortens the installed unit's timeouts for the test; returns the new ExecStart."""
-    text = container.run(["cat", f"/etc/systemd/system/{unit}"]).stdout
+    text = container.run(["cat", source or f"/etc/systemd/system/{unit}"]).stdout
     exec_start = re.search(r"^ExecStart=(.*)$", text, re.M).group(1)
     exec_start = re.sub(r"--stop-timeout \S+", f"--stop-timeout {STOP_TIMEOUT}", exec_start)
     exec_start = re.sub(r"--watchdog \S+", f"--watchdog {WORKER_WATCHDOG}", exec_start)
@@ -118,11 +119,12 @@ class Gateway:
         def one():
             w = self.workers()
             return w[0] if len(w) == 1 and self.comm(w[0]) == "hermes-worker" else None
-        return su.wait_for(one, 30, what="exactly one hermes-worker in the cgroup")
+        return su.wait_for(one, 30, what="exactly one hermes-worker in the cgroup",
+                           detail=lambda: self.c.journal(UNIT))
 
     def wait_active(self, timeout=30):
         su.wait_for(lambda: self.show("ActiveState")["ActiveState"] == "active", timeout,
-                    what=f"{UNIT} active\n{self.c.journal(UNIT)}")
+                    what=f"{UNIT} active", detail=lambda: self.c.journal(UNIT))
 
     def wait_replaced(self, old, timeout):
         """Waits for a ready worker other than old; returns its PID."""
@@ -132,8 +134,8 @@ class Gateway:
                 return None
             st = self.status()
             return w[0] if st is not None and st.get("worker_pid") == w[0] else None
-        return su.wait_for(new, timeout, interval=0.2,
-                           what=f"a new worker replacing {old}\n{self.c.journal(UNIT)}")
+        return su.wait_for(new, timeout, interval=0.2, what=f"a new worker replacing {old}",
+                           detail=lambda: self.c.journal(UNIT))
 
     def status(self):
         """GET /v1/status, or None while the console is not answering."""
@@ -197,6 +199,7 @@ def test_generated_units_verify_and_make_install(tmp_path):
                 "usr/share/man/man8/hermes-supervisor.8", "usr/share/man/man8/hermes-worker.8",
                 "usr/share/man/man5/hermes-gateway.json.5",
                 "usr/lib/systemd/system/hermes-gateway.service",
+                "usr/lib/systemd/system/hermes-gateway@.service",
                 "usr/lib/systemd/user/hermes-gateway.service",
                 "usr/share/hermes/gateway.example.json"]
     for f in expected:
@@ -281,8 +284,9 @@ def test_start(gateway):
     assert gateway.comm(main) == "hermes-supervisor"
     worker = gateway.worker()
     su.wait_for(lambda: str(worker) in gateway.show("StatusText")["StatusText"], 15,
-                what="the worker's pid in StatusText")
-    st = su.wait_for(gateway.status, 15, what="the console answering")
+                what="the worker's pid in StatusText", detail=lambda: gateway.c.journal(UNIT))
+    st = su.wait_for(gateway.status, 15, what="the console answering",
+                     detail=lambda: gateway.c.journal(UNIT))
     assert st["worker_pid"] == worker
     assert st["supervisor_pid"] == main
     # The unit's hardening is in force and the gateway runs under it.
@@ -301,7 +305,7 @@ def test_restart_from_chat(gateway):
     after = body["message_id"]
     notice = su.wait_for(lambda: [m for m in gateway.messages_after(after)
                                   if m["text"].startswith("Gateway online")], 30,
-                         what="the online notice")
+                         what="the online notice", detail=lambda: gateway.c.journal(UNIT))
     assert "generation" in notice[0]["text"]
     gateway.wait_active()
     p = gateway.show("MainPID", "NRestarts", "ActiveState")
@@ -402,7 +406,8 @@ def unit_worker(container, unit, not_pid=None):
         main = int(container.show(unit, "MainPID")["MainPID"])
         w = [p for p in container.cgroup_pids(unit) if p != main]
         return w[0] if len(w) == 1 and w[0] != not_pid else None
-    return su.wait_for(one, 30, what=f"one worker in {unit}")
+    return su.wait_for(one, 30, what=f"one worker in {unit}",
+                       detail=lambda: container.journal(unit))
 
 
 def test_worker_stuck_in_teardown(container):
@@ -472,12 +477,13 @@ SINCE = {
     "ProtectControlGroups": 232, "RestrictNamespaces": 233, "StateDirectory": 235,
     "LockPersonality": 235, "ProtectHostname": 242, "RestrictSUIDSGID": 242,
     "ProtectKernelLogs": 244, "ProtectClock": 245, "LoadCredential": 247,
+    "ProtectProc": 247,
 }
 HARDENING_OR_CONVENIENCE = {
     "MemoryDenyWriteExecute", "RestrictRealtime", "DynamicUser", "ProtectKernelTunables",
     "ProtectKernelModules", "ProtectControlGroups", "RestrictNamespaces", "StateDirectory",
     "LockPersonality", "ProtectHostname", "RestrictSUIDSGID", "ProtectKernelLogs",
-    "ProtectClock", "LoadCredential",
+    "ProtectClock", "LoadCredential", "ProtectProc",
 }
 
 
@@ -577,6 +583,60 @@ def test_user_unit(container):
     assert r.returncode == 0, r.stdout + r.stderr
     assert show("LoadState", "ActiveState") in ({"LoadState": "not-found", "ActiveState": "inactive"},)
 
+
+def test_template_unit_instance(container):
+    """The shipped hermes-gateway@.service runs a profile named by its instance."""
+    require_binaries()
+    text = (ROOT / "contrib" / "systemd" / "hermes-gateway@.service").read_text()
+    container.write("/etc/systemd/system/hermes-gateway@.service",
+                    text.replace("/usr/local/bin/", f"{su.MOUNT}/build/"))
+    port = free_port()
+    container.write("/etc/hermes/gateway-tpl.json", console_config(port))
+    unit = "hermes-gateway@tpl.service"
+    drop_in(container, unit, source="/etc/systemd/system/hermes-gateway@.service")
+    v = container.run(["systemd-analyze", "verify", "--man=no", unit], check=False)
+    assert v.returncode == 0 and v.stderr.strip() == "", v.stdout + v.stderr
+    try:
+        container.systemctl("start", unit)
+        p = container.show(unit, "ActiveState", "MainPID")
+        assert p["ActiveState"] == "active", container.journal(unit)
+        cmdline = container.run(["cat", f"/proc/{p['MainPID']}/cmdline"]).stdout.replace("\0", " ")
+        assert "--config /etc/hermes/gateway-tpl.json --runtime-dir /run/hermes-tpl " in cmdline
+        unit_worker(container, unit)
+        code, body = su.http("POST", f"http://127.0.0.1:{port}/v1/messages?wait=15",
+                             {"chat_id": CHAT, "user_id": "local", "text": "template"}, timeout=30)
+        assert code == 200 and [x["text"] for x in body["replies"]] == ["template"]
+        assert container.run(["test", "-d", "/var/lib/hermes-tpl/state"], check=False).returncode == 0
+    finally:
+        container.systemctl("stop", unit, check=False)
+    assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
+
+def test_wedged_supervisor_caught_by_systemd_watchdog(container):
+    """A frozen supervisor stops pinging: systemd's WatchdogSec= fires and
+    Restart=on-failure brings the gateway back with a new main PID."""
+    require_binaries()
+    unit = install(container, "wd", console_config(free_port()))
+    drop_in(container, unit)
+    container.write(f"/etc/systemd/system/{unit}.d/60-watchdog.conf",
+                    "[Service]\nWatchdogSec=3\nTimeoutAbortSec=2\n")
+    container.systemctl("daemon-reload")
+    try:
+        container.systemctl("start", unit)
+        main = int(container.show(unit, "MainPID")["MainPID"])
+        unit_worker(container, unit)
+        container.run(["kill", "-STOP", str(main)])
+        su.wait_for(lambda: container.show(unit, "NRestarts")["NRestarts"] == "1", 40,
+                    what=f"{unit} restarted by systemd", detail=lambda: container.journal(unit))
+        su.wait_for(lambda: container.show(unit, "ActiveState")["ActiveState"] == "active", 30,
+                    what=f"{unit} active again", detail=lambda: container.journal(unit))
+        new_main = int(container.show(unit, "MainPID")["MainPID"])
+        assert new_main != main
+        assert main not in container.cgroup_pids(unit)
+        unit_worker(container, unit)
+        assert "Watchdog timeout" in container.journal(unit)
+    finally:
+        container.systemctl("stop", unit, check=False)
+        container.run([SUP_INSIDE, "uninstall-service", "--system", "--name", "wd"], check=False)
 
 def test_no_sanitizer_reports_in_journal(container):
     """Last: nothing the gateway logged inside the container is a sanitizer report."""

@@ -57,6 +57,10 @@ BAD_CONFIGS = [
     # A platform's own validation (ops->create): non-loopback without a token.
     ('{"platforms": {"console": {"listen": "0.0.0.0:%PORT%"}}}', "platforms.console"),
     ('{"tls": {"ca_file": "/nonexistent/ca.pem"}}', "tls.ca_file"),
+    # A secret missing for an enabled platform.
+    ('{"platforms": {"telegram": {"enabled": true}}}', "platforms.telegram.token"),
+    ('{"agent": {"backend": "openai", "model": "m", "api_key_env": "NO_SUCH_KEY_X"}}',
+     "NO_SUCH_KEY_X"),
 ]
 
 
@@ -71,6 +75,31 @@ def test_config_errors_exit_78(build, tmp_path, port, text, frag):
         assert frag in r.stderr, r.stderr
         # One clear message.
         assert len([l for l in r.stderr.splitlines() if l.strip()]) == 1, r.stderr
+
+
+def test_secret_from_dotenv_and_credentials(build, tmp_path):
+    cfg = tmp_path / "tg.json"
+    cfg.write_text('{"platforms": {"telegram": {"enabled": true}}}')
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 78 and "platforms.telegram.token" in r.stderr
+    # From $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "TELEGRAM_BOT_TOKEN").write_text("123:fromcreds\n")
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path,
+                   env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert r.returncode == 0, r.stderr
+    # From $HERMES_HOME/.env, with a warning when others can read it.
+    env_file = tmp_path / ".env"
+    env_file.write_text("# secrets\nexport TELEGRAM_BOT_TOKEN='123:fromdotenv'\n")
+    env_file.chmod(0o640)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ".env holds secrets and is readable by group or others" in r.stderr
+    assert "fromdotenv" not in r.stderr
+    env_file.chmod(0o600)
+    r = run_worker(build, ["--check-config", "-c", str(cfg)], tmp_path)
+    assert r.returncode == 0 and "readable" not in r.stderr
 
 
 def test_missing_explicit_config(build, tmp_path):

@@ -89,6 +89,12 @@ class Gateway:
             self.workers.add(int(st["worker_pid"]))
         return st
 
+    def ctl(self, *cmd, timeout=60):
+        """`hermes-supervisor CMD --runtime-dir ...` (restart, stop, status)."""
+        return subprocess.run([str(self.build / "hermes-supervisor")] + list(cmd) +
+                              ["--runtime-dir", str(self.run)], capture_output=True,
+                              text=True, timeout=timeout)
+
     def wait_ready(self, generation=None, timeout=20.0):
         """Waits until the supervisor reports a ready worker (of that generation)."""
         def ok():

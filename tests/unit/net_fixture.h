@@ -283,6 +283,7 @@ fx_run_for(struct event_base *base, double secs)
 #endif
 
 #include <fcntl.h>
+#include <libgen.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -310,6 +311,17 @@ fx_fake_start(struct fx_fake *f, const char *tls_dir, const char *api_key)
 
 	memset(f, 0, sizeof(*f));
 	snprintf(script, sizeof(script), "%s/tests/fakes/fake_openai.py", src ? src : ".");
+	if (src == NULL && access(script, R_OK) != 0) {
+		/* Not run from the source tree: try beside BUILD/tests/<binary>. */
+		char exe[400];
+		ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+		if (len > 0) {
+			exe[len] = '\0';
+			snprintf(script, sizeof(script), "%s/../../tests/fakes/fake_openai.py",
+			    dirname(exe));
+		}
+	}
 	argv[argc++] = "/usr/bin/python3";
 	argv[argc++] = script;
 	if (tls_dir != NULL) {

@@ -241,6 +241,22 @@ START_TEST(test_argv_without_shell)
 }
 END_TEST
 
+START_TEST(test_environment)
+{
+	/* The worker's environment, minus its service-manager protocol variables. */
+	setenv("HERMES_EXEC_TEST_VAR", "visible", 1);
+	setenv("NOTIFY_SOCKET", "/run/hermes/notify", 1);
+	setenv("WATCHDOG_USEC", "1000000", 1);
+	setenv("LISTEN_FDS", "1", 1);
+	expect("echo \"$HERMES_EXEC_TEST_VAR [${NOTIFY_SOCKET-unset}] "
+	    "[${WATCHDOG_USEC-unset}] [${LISTEN_FDS-unset}]\"", "", "x", 1,
+	    "visible [unset] [unset] [unset]");
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("LISTEN_FDS");
+}
+END_TEST
+
 START_TEST(test_nonzero_exit)
 {
 	expect("cat >/dev/null; echo partial; echo 'bad thing happened' >&2; echo more >&2; exit 3",
@@ -293,6 +309,16 @@ START_TEST(test_output_cap)
 {
 	expect("yes", "\"max_output\":10000", "x", 0, "the command's output exceeded 10000 bytes");
 	expect("head -c 10000 /dev/zero | tr '\\0' o", "\"max_output\":10000", "x", 1, "ooo");
+}
+END_TEST
+
+START_TEST(test_output_made_valid_utf8)
+{
+	/* Valid UTF-8 kept; a stray byte, a truncated sequence, an overlong form,
+	 * a surrogate and a NUL each become U+FFFD. */
+	expect("printf 'ok \\303\\251 \\377 \\342\\202 \\300\\257 \\355\\240\\200 a\\000b'",
+	    "", "x", 1, "ok \xc3\xa9 \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd "
+	    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd a\xef\xbf\xbd" "b");
 }
 END_TEST
 
@@ -492,12 +518,14 @@ exec_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reply_and_input);
 	tcase_add_test(tc, test_argv_without_shell);
+	tcase_add_test(tc, test_environment);
 	tcase_add_test(tc, test_nonzero_exit);
 	tcase_add_test(tc, test_stderr_line_bounded_and_escaped);
 	tcase_add_test(tc, test_killed_by_signal);
 	tcase_add_test(tc, test_timeout_kills_child);
 	tcase_add_test(tc, test_output_cap);
 	tcase_add_test(tc, test_empty_output);
+	tcase_add_test(tc, test_output_made_valid_utf8);
 	tcase_add_test(tc, test_not_found);
 	tcase_add_test(tc, test_large_input_and_unread_input);
 	tcase_add_test(tc, test_leftover_background_process);

@@ -17,6 +17,7 @@ struct result {
 	char chunks[8192];
 	size_t nchunks;
 	int cancel_on_chunk;
+	int got_chunk;                  /* nchunks > 0, as a flag to wait on */
 	int free_client_in_cb;          /* http_client_free() from inside a callback */
 	struct http_call *call;
 	struct http_call *cancel_other; /* cancelled from the done callback */
@@ -29,10 +30,13 @@ struct seen {
 	char method[16];
 	char host[128];
 	struct evhttp_request *hung;
+	int hung_seen;
+	unsigned short ports[64];       /* the client's port, per request */
 };
 
 static struct event_base *base;
 static struct fx_server srv;
+static struct fx_server tsrv;           /* TLS */
 static struct seen seen;
 static struct http_client *client;
 static struct tls_ctx *tls;
@@ -71,6 +75,7 @@ chunk_cb(void *arg, const char *data, size_t len)
 	memcpy(res->chunks + have, data, len);
 	res->chunks[have + len] = '\0';
 	res->nchunks++;
+	res->got_chunk = 1;
 	if (res->cancel_on_chunk)
 		http_cancel(res->call);
 	if (res->free_client_in_cb) {
@@ -121,6 +126,14 @@ server_cb(struct evhttp_request *req, void *arg)
 	size_t n;
 
 	(void)arg;
+	{
+		char *addr;
+		ev_uint16_t peer;
+
+		evhttp_connection_get_peer(evhttp_request_get_connection(req), &addr, &peer);
+		if (seen.requests < 64)
+			seen.ports[seen.requests] = peer;
+	}
 	seen.requests++;
 	h = evhttp_find_header(in, "Authorization");
 	snprintf(seen.auth, sizeof(seen.auth), "%s", h ? h : "");
@@ -138,6 +151,10 @@ server_cb(struct evhttp_request *req, void *arg)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		    "text/plain");
 		evbuffer_add_printf(out, "hello world");
+		evhttp_send_reply(req, 200, "OK", out);
+	} else if (strcmp(uri, "/close") == 0) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		evbuffer_add_printf(out, "closing");
 		evhttp_send_reply(req, 200, "OK", out);
 	} else if (strcmp(uri, "/echo") == 0) {
 		evbuffer_add_buffer(out, body);
@@ -158,6 +175,7 @@ server_cb(struct evhttp_request *req, void *arg)
 		stream_step(-1, 0, req);
 	} else if (strcmp(uri, "/hang") == 0) {
 		seen.hung = req;        /* never answered */
+		seen.hung_seen = 1;
 	} else {
 		evhttp_send_reply(req, 404, "Not Found", out);
 	}
@@ -354,6 +372,8 @@ START_TEST(test_cancel_inside_chunk_callback)
 	req.url = url("http", srv.port, "/stream");
 	r.call = http_request(client, &req, done_cb, &r);
 	ck_assert_ptr_nonnull(r.call);
+	fx_run_until(base, &r.got_chunk, 10);
+	/* The rest of the stream (sent every 20 ms) never reaches the callbacks. */
 	fx_run_for(base, 0.3);
 	ck_assert_uint_eq(r.nchunks, 1);
 	ck_assert_int_eq(r.done, 0);
@@ -365,14 +385,15 @@ END_TEST
 
 START_TEST(test_cancel_before_done)
 {
-	struct http_req req = { .method = "GET", .timeout = 0.2 };
+	struct http_req req = { .method = "GET", .timeout = 5 };
 	struct result r = { 0 }, r2 = { 0 };
 
 	req.url = url("http", srv.port, "/hello");
 	http_cancel(http_request(client, &req, done_cb, &r));
 	req.url = url("http", srv.port, "/hang");
 	r2.call = http_request(client, &req, done_cb, &r2);
-	fx_run_for(base, 0.05);
+	/* Cancelled while the server holds the request. */
+	ck_assert(fx_run_until(base, &seen.hung_seen, 10));
 	http_cancel(r2.call);
 	fx_run_for(base, 0.4);
 	ck_assert_int_eq(r.done, 0);
@@ -403,6 +424,7 @@ START_TEST(test_free_client_inside_callbacks)
 	req.url = url("http", srv.port, "/stream");
 	req.on_chunk = chunk_cb;
 	ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+	fx_run_until(base, &r.got_chunk, 10);
 	fx_run_for(base, 0.3);
 	ck_assert_uint_eq(r.nchunks, 1);
 	ck_assert_int_eq(r.done, 0);
@@ -436,6 +458,129 @@ START_TEST(test_cancel_other_call_inside_callback)
 	ck_assert_int_eq(r.status, 200);
 	fx_run_for(base, 0.1);
 	ck_assert_int_eq(other.done, 0);
+}
+END_TEST
+
+START_TEST(test_keep_alive_reuse)
+{
+	struct result r;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		fetch("GET", url("http", srv.port, "/hello"), NULL, NULL, &r);
+		ck_assert_int_eq(r.status, 200);
+	}
+	/* One connection served all three. */
+	ck_assert_int_eq(seen.requests, 3);
+	ck_assert_int_eq(seen.ports[1], seen.ports[0]);
+	ck_assert_int_eq(seen.ports[2], seen.ports[0]);
+	/* "Connection: close" from the server: the next request opens a new one. */
+	fetch("GET", url("http", srv.port, "/close"), NULL, NULL, &r);
+	ck_assert_str_eq(r.body, "closing");
+	fetch("GET", url("http", srv.port, "/hello"), NULL, NULL, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_int_eq(seen.ports[3], seen.ports[0]);
+	ck_assert_int_ne(seen.ports[4], seen.ports[3]);
+}
+END_TEST
+
+/* Done callback that starts the next request at once, as a long poll does. */
+struct chain {
+	int left;
+	int done;
+	int failed;
+};
+
+static void
+chain_cb(void *arg, const struct http_response *r)
+{
+	struct chain *ch = arg;
+	struct http_req req = { .method = "GET", .timeout = 10 };
+
+	if (r->status != 200)
+		ch->failed++;
+	if (--ch->left == 0) {
+		ch->done = 1;
+		return;
+	}
+	req.url = url("http", srv.port, "/hello");
+	ck_assert_ptr_nonnull(http_request(client, &req, chain_cb, ch));
+}
+
+START_TEST(test_keep_alive_from_callback)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct chain ch = { .left = 5 };
+	int i;
+
+	req.url = url("http", srv.port, "/hello");
+	http_request(client, &req, chain_cb, &ch);
+	fx_run_until(base, &ch.done, 10);
+	ck_assert_int_eq(ch.failed, 0);
+	ck_assert_int_eq(seen.requests, 5);
+	for (i = 1; i < 5; i++)
+		ck_assert_int_eq(seen.ports[i], seen.ports[0]);
+}
+END_TEST
+
+START_TEST(test_server_closes_idle_connection)
+{
+	/* HTTP/1.1 without "Connection: close", yet the server closes: never reused. */
+	struct fx_raw raw = { 0 };
+	const char *reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	struct result r;
+	int i;
+
+	fx_raw_start(&raw, base, reply, strlen(reply));
+	for (i = 0; i < 5; i++) {
+		fetch("GET", url("http", raw.port, "/"), NULL, NULL, &r);
+		ck_assert_msg(r.status == 200, "request %d: %s", i, r.error);
+		if (i % 2)
+			fx_run_for(base, 0.05);
+	}
+	fx_raw_stop(&raw);
+}
+END_TEST
+
+START_TEST(test_idle_connection_times_out)
+{
+	/* evhttp's own idle timeout (the call's timeout + 1 s) closes a pooled connection. */
+	struct http_req tmpl = { .timeout = 0.2 };
+	struct result r;
+
+	fetch("GET", url("http", srv.port, "/hello"), NULL, &tmpl, &r);
+	ck_assert_int_eq(r.status, 200);
+	fx_run_for(base, 1.6);
+	fetch("GET", url("http", srv.port, "/hello"), NULL, &tmpl, &r);
+	ck_assert_msg(r.status == 200, "%s", r.error);
+	ck_assert_int_eq(seen.requests, 2);
+	ck_assert_int_ne(seen.ports[1], seen.ports[0]);
+}
+END_TEST
+
+START_TEST(test_keep_alive_tls)
+{
+	struct http_req req = { .method = "GET", .timeout = 10 };
+	struct result r;
+	int i;
+
+	fx_server_start(&tsrv, base, "srv", server_cb, NULL);
+	for (i = 0; i < 3; i++) {
+		char u[128];
+
+		snprintf(u, sizeof(u), "https://127.0.0.1:%d/hello", tsrv.port);
+		req.url = u;
+		memset(&r, 0, sizeof(r));
+		ck_assert_ptr_nonnull(http_request(client, &req, done_cb, &r));
+		fx_run_until(base, &r.done, 10);
+		ck_assert_msg(r.status == 200, "%s", r.error);
+	}
+	ck_assert_int_eq(seen.requests, 3);
+	ck_assert_int_eq(seen.ports[1], seen.ports[0]);
+	ck_assert_int_eq(seen.ports[2], seen.ports[0]);
+	http_client_free(client);
+	client = NULL;
+	fx_server_stop(&tsrv);
 }
 END_TEST
 
@@ -507,6 +652,26 @@ START_TEST(test_truncated_chunked)
 }
 END_TEST
 
+START_TEST(test_bad_chunk_size)
+{
+	raw_case("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+	    0, "malformed response body");
+}
+END_TEST
+
+START_TEST(test_headers_too_large)
+{
+	static char reply[80 * 1024];
+	size_t n;
+
+	n = (size_t)snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nX-Big: ");
+	memset(reply + n, 'h', 70 * 1024);
+	n += 70 * 1024;
+	snprintf(reply + n, sizeof(reply) - n, "\r\nContent-Length: 2\r\n\r\nok");
+	raw_case(reply, 0, "invalid HTTP response");
+}
+END_TEST
+
 START_TEST(test_garbage)
 {
 	raw_case("this is not http at all\r\n\r\n", 0, "invalid HTTP response");
@@ -534,7 +699,6 @@ START_TEST(test_body_until_close)
 END_TEST
 
 /* TLS. */
-static struct fx_server tsrv;
 
 static void
 tls_case(const char *cert, const char *host, struct tls_ctx *t, struct result *r)
@@ -667,12 +831,19 @@ http_suite(void)
 	tcase_add_test(tc, test_cancel_inside_chunk_callback);
 	tcase_add_test(tc, test_cancel_before_done);
 	tcase_add_test(tc, test_free_with_running_calls);
+	tcase_add_test(tc, test_keep_alive_reuse);
+	tcase_add_test(tc, test_keep_alive_from_callback);
+	tcase_add_test(tc, test_server_closes_idle_connection);
+	tcase_add_test(tc, test_keep_alive_tls);
+	tcase_add_test(tc, test_idle_connection_times_out);
 	tcase_add_test(tc, test_free_client_inside_callbacks);
 	tcase_add_test(tc, test_cancel_other_call_inside_callback);
 	tcase_add_test(tc, test_invalid_urls);
 	tcase_add_test(tc, test_truncated_body);
 	tcase_add_test(tc, test_truncated_chunked);
 	tcase_add_test(tc, test_garbage);
+	tcase_add_test(tc, test_bad_chunk_size);
+	tcase_add_test(tc, test_headers_too_large);
 	tcase_add_test(tc, test_closed_without_answer);
 	tcase_add_test(tc, test_body_until_close);
 	tcase_add_test(tc, test_tls_ok);

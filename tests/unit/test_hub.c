@@ -20,6 +20,12 @@
 
 #define MAX_SENT 256
 
+struct pending_cb {
+	void (*cb)(void *, int);
+	void *arg;
+	int ok;
+};
+
 struct sent {
 	char chat[64], thread[64], reply_to[64];
 	char text[8192];
@@ -31,16 +37,13 @@ struct fake {
 	struct sent sent[MAX_SENT];
 	int nsent;
 	int async;                      /* send callbacks from the loop, not inline */
+	int hold;                       /* send callbacks only when stopping */
+	struct pending_cb *held[MAX_SENT];
+	int nheld;
 	int fail_sends;
 	int stop_calls;
 	int dones_at_stop;
 	int *dones;                     /* the test's done counter */
-};
-
-struct pending_cb {
-	plat_sent_fn cb;
-	void *arg;
-	int ok;
 };
 
 static struct fake fk;
@@ -53,6 +56,7 @@ static struct agent *agent;
 static struct config *cfg;
 static struct hub *hub;
 static char *dir;
+static uint64_t idle_ms;
 
 static void
 fake_start(void *self)
@@ -85,7 +89,13 @@ fake_send(void *self, const struct outbound *m, plat_sent_fn cb, void *arg)
 	snprintf(s->thread, sizeof(s->thread), "%s", m->thread_id != NULL ? m->thread_id : "");
 	snprintf(s->reply_to, sizeof(s->reply_to), "%s", m->reply_to != NULL ? m->reply_to : "");
 	snprintf(s->text, sizeof(s->text), "%s", m->text);
-	if (f->async) {
+	if (f->hold) {
+		struct pending_cb *p = xcalloc(1, sizeof(*p));
+
+		p->cb = cb;
+		p->arg = arg;
+		f->held[f->nheld++] = p;
+	} else if (f->async) {
 		struct pending_cb *p = xcalloc(1, sizeof(*p));
 		struct timeval tv = { 0, 1000 };
 
@@ -104,6 +114,13 @@ fake_stop(void *self, plat_stopped_fn cb, void *arg)
 
 	f->stop_calls++;
 	f->dones_at_stop = dones;
+	/* Sends still queued end (undelivered) when the platform stops. */
+	while (f->nheld > 0) {
+		struct pending_cb *p = f->held[--f->nheld];
+
+		p->cb(p->arg, 0);
+		free(p);
+	}
 	hub_platform_state(f->hub, "console", PLAT_STOPPED, NULL);
 	cb(arg);
 }
@@ -173,6 +190,7 @@ hub_up(const char *platform_json, unsigned long generation)
 	o.cfg = cfg;
 	o.supervisor_pid = 4242;
 	o.generation = generation;
+	o.session_idle_ms = idle_ms;
 	o.cb.status = on_status;
 	o.cb.stopping = on_stopping;
 	o.cb.finished = on_finished;
@@ -207,6 +225,7 @@ setup(void)
 	fk.base = base;
 	fake_ops.max_text = 4096;
 	dones = 0;
+	idle_ms = 0;
 	finished_code = -1;
 	stopping_code = -1;
 	last_status[0] = '\0';
@@ -222,11 +241,11 @@ teardown(void)
 	tmpdir_free(dir);
 }
 
-/* Runs the loop until *counter reaches want (or 5 s pass). */
+/* Runs the loop until *counter reaches want (or 15 s pass). */
 static void
 run_until(const int *counter, int want)
 {
-	uint64_t end = mono_msec() + 5000;
+	uint64_t end = mono_msec() + 15000;
 
 	while (*counter < want && mono_msec() < end) {
 		event_base_loop(base, EVLOOP_NONBLOCK);
@@ -449,6 +468,13 @@ START_TEST(test_split_to_max_text)
 		total += strlen(fk.sent[i].text) + 1;
 	}
 	ck_assert_uint_eq(total - 1, strlen(big));
+	/* A piece that fails ends the text (no tail without its beginning); still done. */
+	fk.nsent = 0;
+	fk.fail_sends = 1;
+	dm("2", "local", big);
+	run_until(&dones, 2);
+	ck_assert_int_eq(dones, 2);
+	ck_assert_int_eq(fk.nsent, 1);
 }
 END_TEST
 
@@ -540,6 +566,32 @@ START_TEST(test_restart_transaction)
 }
 END_TEST
 
+START_TEST(test_restart_ack_wait_is_bounded)
+{
+	uint64_t t0;
+	struct restart_marker *mk;
+
+	hub_up("{}", 0);
+	/*
+	 * The platform never confirms the "Restarting..." reply: the restart
+	 * goes on after HUB_ACK_WAIT_USEC, and teardown waits HUB_SEND_WAIT_USEC
+	 * for that send before stopping the platform (about 10 s in all).
+	 */
+	fk.hold = 1;
+	t0 = mono_msec();
+	dm("5", "local", "/restart");
+	run_until(&finished_code, 75);
+	ck_assert_int_eq(finished_code, 75);
+	ck_assert_uint_ge(mono_msec() - t0, HUB_ACK_WAIT_USEC / 1000 - 50);
+	ck_assert_int_eq(dones, 1);
+	ck_assert_int_eq(fk.dones_at_stop, 1);
+	mk = restart_marker_read(dir);
+	ck_assert_ptr_nonnull(mk);
+	ck_assert_str_eq(mk->message_id, "5");
+	restart_marker_free(mk);
+}
+END_TEST
+
 START_TEST(test_online_notice_home_channel_and_retry)
 {
 	struct restart_marker m = { .platform = "console", .chat_id = "c5", .message_id = "9" };
@@ -620,6 +672,43 @@ START_TEST(test_status_json)
 }
 END_TEST
 
+START_TEST(test_idle_sessions_leave_memory)
+{
+	cJSON *st;
+	char *path;
+
+	idle_ms = 60;
+	hub_up("{}", 0);
+	dm("1", "local", "keep this");
+	run_until(&dones, 1);
+	st = hub_status_json(hub);
+	ck_assert_int_eq((int)cJSON_GetObjectItem(st, "sessions")->valuedouble, 1);
+	cJSON_Delete(st);
+	run_for(300);
+	st = hub_status_json(hub);
+	ck_assert_int_eq((int)cJSON_GetObjectItem(st, "sessions")->valuedouble, 0);
+	cJSON_Delete(st);
+	/* Saved before it left, and loaded again when the chat goes on. */
+	path = xasprintf("%s/sessions/console:c1.json", dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	free(path);
+	dm("2", "local", "more");
+	run_until(&dones, 2);
+	ck_assert_int_eq(fk.nsent, 2);
+	hub_shutdown(hub, 0);
+	run_until(&finished_code, 0);
+	path = xasprintf("%s/sessions/console:c1.json", dir);
+	{
+		char *text = read_file(path, 1 << 20, NULL);
+
+		ck_assert_ptr_nonnull(strstr(text, "keep this"));
+		ck_assert_ptr_nonnull(strstr(text, "more"));
+		free(text);
+	}
+	free(path);
+}
+END_TEST
+
 START_TEST(test_signal_restart_and_stop)
 {
 	hub_up("{}", 0);
@@ -647,7 +736,7 @@ hub_suite(void)
 	TCase *tc = tcase_create("hub");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 20);
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_echo_reply_after_send);
 	tcase_add_test(tc, test_unauthorized);
 	tcase_add_test(tc, test_gateway_allowed_users);
@@ -659,9 +748,11 @@ hub_suite(void)
 	tcase_add_test(tc, test_split_to_max_text);
 	tcase_add_test(tc, test_restart_refused_for_non_admin);
 	tcase_add_test(tc, test_restart_transaction);
+	tcase_add_test(tc, test_restart_ack_wait_is_bounded);
 	tcase_add_test(tc, test_online_notice_home_channel_and_retry);
 	tcase_add_test(tc, test_marker_for_other_platform_stays);
 	tcase_add_test(tc, test_status_json);
+	tcase_add_test(tc, test_idle_sessions_leave_memory);
 	tcase_add_test(tc, test_signal_restart_and_stop);
 	suite_add_tcase(s, tc);
 	return s;

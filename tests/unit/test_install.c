@@ -161,6 +161,41 @@ START_TEST(test_matches_contrib)
 }
 END_TEST
 
+/* s with every "PROFILE" replaced by "%i" (newly allocated). */
+static char *
+templated(const char *s)
+{
+	char *out = xcalloc(1, strlen(s) + 1), *o = out;
+
+	while (*s != '\0') {
+		if (strncmp(s, "PROFILE", 7) == 0) {
+			memcpy(o, "%i", 2);
+			o += 2;
+			s += 7;
+		} else {
+			*o++ = *s++;
+		}
+	}
+	return out;
+}
+
+/* The shipped template is the unit of a profile, named by the instance. */
+START_TEST(test_template_matches)
+{
+	struct install_opts o = { 0, "PROFILE", "/usr/local/bin", NULL };
+	char *shipped, *text, *tpl;
+
+	shipped = slurp("contrib/systemd/hermes-gateway@.service");
+	text = install_unit_text(&o);
+	ck_assert_ptr_nonnull(text);
+	tpl = templated(text);
+	ck_assert_str_eq(body(tpl), body(shipped));
+	free(tpl);
+	free(text);
+	free(shipped);
+}
+END_TEST
+
 /* The lifecycle contract of issue 5, in both units. */
 START_TEST(test_lifecycle_directives)
 {
@@ -357,6 +392,30 @@ START_TEST(test_cmd_usage)
 }
 END_TEST
 
+/* Runs install_service_main with stdout captured; returns the output, *status the result. */
+static char *
+run_captured(const char *const *args, int *status)
+{
+	char path[] = "/tmp/test_install.out.XXXXXX";
+	int fd = mkstemp(path), saved;
+	char *out;
+
+	ck_assert_int_ge(fd, 0);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	ck_assert_int_ge(saved, 0);
+	dup2(fd, STDOUT_FILENO);
+	*status = run_cmd(args);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(fd);
+	out = read_file(path, 1 << 20, NULL);
+	ck_assert_ptr_nonnull(out);
+	unlink(path);
+	return out;
+}
+
 /* --dry-run writes nothing; uninstall refuses what is absent or not ours. */
 START_TEST(test_cmd_files)
 {
@@ -372,8 +431,19 @@ START_TEST(test_cmd_files)
 	struct stat st;
 	char *text;
 
+	char cwd[4096], *out, *want;
+	int status;
+
 	path = xasprintf("%s/hermes-gateway-t1.service", dir);
-	ck_assert_int_eq(run_cmd(dry), 0);
+	out = run_captured(dry, &status);
+	ck_assert_int_eq(status, 0);
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+	/* The relative --config is made absolute; the unit is printed, not written. */
+	want = xasprintf(" --config %s/rel/g.json --runtime-dir %%t/hermes-t1 ", cwd);
+	ck_assert_msg(strstr(out, want) != NULL, "%s not in %s", want, out);
+	ck_assert_ptr_nonnull(strstr(out, "\n[Install]\nWantedBy=default.target\n"));
+	free(want);
+	free(out);
 	ck_assert_int_eq(stat(path, &st), -1);
 	ck_assert_int_eq(run_cmd(un), 1);
 	ck_assert_int_eq(run_cmd(undry), 1);
@@ -407,6 +477,7 @@ install_suite(void)
 	tcase_add_test(tc, test_unit_name);
 	tcase_add_test(tc, test_quote);
 	tcase_add_test(tc, test_matches_contrib);
+	tcase_add_test(tc, test_template_matches);
 	tcase_add_loop_test(tc, test_lifecycle_directives, 0, 2);
 	tcase_add_test(tc, test_profile);
 	tcase_add_test(tc, test_escaped_paths);

@@ -1,8 +1,14 @@
 /*
  * http.c - an asynchronous HTTP/1.1 client on libevent's evhttp.
  *
- * One evhttp connection per request ("Connection: close"), over
- * bufferevent_openssl for https.  Names are resolved through evdns.
+ * One evhttp connection per request at a time, over bufferevent_openssl
+ * for https; names are resolved through evdns.  A connection whose
+ * HTTP/1.1 response completed and left it open goes to a small pool of
+ * idle connections (per scheme, host and port) and serves the next
+ * request to the same place, sparing a TCP and TLS handshake.  Idle
+ * connections the server closed (evhttp watches them), or idle longer
+ * than HTTP_IDLE_MSEC, are dropped, never reconnected: a used TLS
+ * bufferevent cannot be.
  *
  * Life cycle of a call: running -> dead.  A call becomes dead when it
  * completes, fails, times out or is cancelled; from then on every evhttp
@@ -18,10 +24,14 @@
 #include "net/http.h"
 
 #include <errno.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -32,6 +42,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 
 #include "log.h"
@@ -41,6 +52,18 @@
 #define HTTP_DEFAULT_MAX_BODY   (1024 * 1024)
 #define HTTP_MAX_HEADERS        (64 * 1024)
 #define HTTP_DEFAULT_TIMEOUT    30.0
+#define HTTP_IDLE_MSEC          30000   /* longest a connection waits in the pool */
+#define HTTP_IDLE_PER_PLACE     4
+#define HTTP_IDLE_MAX           16
+
+/* An idle kept-alive connection. */
+struct http_idle {
+	char *place;                    /* "http://host:port" or "https://host:port" */
+	struct evhttp_connection *conn;
+	SSL *ssl;
+	uint64_t since;                 /* mono_msec() when it went idle */
+	struct http_idle *next;
+};
 
 struct http_client {
 	struct event_base *base;
@@ -49,6 +72,7 @@ struct http_client {
 	struct tls_ctx *tls;
 	struct http_call *calls;        /* running and dead ones */
 	struct event *reaper;
+	struct http_idle *idle;         /* newest first */
 	int in_cb;                      /* depth of user callbacks running */
 	int free_pending;               /* http_client_free() called inside one */
 };
@@ -63,6 +87,7 @@ struct http_call {
 	http_chunk_fn on_chunk;
 	void *arg;
 	char *hostport;                 /* for messages: "host:port" */
+	char *place;                    /* pool key: scheme://host:port */
 	double timeout;
 	size_t max_body;
 	size_t got;                     /* body bytes seen */
@@ -101,6 +126,108 @@ http_client_new(struct event_base *base, struct evdns_base *dns, struct tls_ctx 
 	return c;
 }
 
+/* Frees an idle connection record and its connection. */
+static void
+http_idle_free(struct http_idle *e)
+{
+	evhttp_connection_free(e->conn);
+	free(e->place);
+	free(e);
+}
+
+/*
+ * 1 when the idle connection is still open, young enough, and quiet: an
+ * idle connection with anything to read (the server's FIN, a TLS alert)
+ * is being closed by the server, whether evhttp has noticed yet or not.
+ */
+static int
+http_idle_usable(const struct http_idle *e, uint64_t now)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(e->conn);
+	evutil_socket_t fd;
+	char b;
+
+	if (bev == NULL || (fd = bufferevent_getfd(bev)) < 0 || now - e->since >= HTTP_IDLE_MSEC ||
+	    evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+		return 0;
+	return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == EAGAIN ||
+	    errno == EWOULDBLOCK);
+}
+
+/* Drops idle connections that are closed or too old. */
+static void
+http_idle_sweep(struct http_client *c)
+{
+	struct http_idle **pp = &c->idle, *e;
+	uint64_t now = mono_msec();
+
+	while ((e = *pp) != NULL) {
+		if (http_idle_usable(e, now)) {
+			pp = &e->next;
+		} else {
+			*pp = e->next;
+			http_idle_free(e);
+		}
+	}
+}
+
+/* Takes an idle connection to place out of the pool, or NULL. */
+static struct http_idle *
+http_idle_take(struct http_client *c, const char *place)
+{
+	struct http_idle **pp, *e;
+
+	http_idle_sweep(c);
+	for (pp = &c->idle; (e = *pp) != NULL; pp = &e->next) {
+		if (strcmp(e->place, place) == 0) {
+			*pp = e->next;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+/* Moves a completed call's open connection into the pool (newest first, bounded). */
+static void
+http_idle_put(struct http_client *c, struct http_call *call)
+{
+	struct http_idle *e = xcalloc(1, sizeof(*e)), **pp;
+	struct bufferevent *bev;
+	int same = 0, all = 0, one = 1;
+
+	/*
+	 * A reused connection is past TCP's quick-ack start: without
+	 * TCP_NODELAY a request written as several TLS records waits for
+	 * the peer's delayed ACK (40 ms) before its last record goes out.
+	 */
+	bev = evhttp_connection_get_bufferevent(call->conn);
+	if (bev != NULL && bufferevent_getfd(bev) >= 0)
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	e->place = call->place;
+	e->conn = call->conn;
+	e->ssl = call->ssl;
+	e->since = mono_msec();
+	call->place = NULL;
+	call->conn = NULL;
+	e->next = c->idle;
+	c->idle = e;
+	http_idle_sweep(c);
+	/* Beyond the bounds, the oldest go. */
+	for (pp = &c->idle; (e = *pp) != NULL;) {
+		int mine = c->idle != NULL && strcmp(e->place, c->idle->place) == 0;
+
+		same += mine;
+		all++;
+		if ((mine && same > HTTP_IDLE_PER_PLACE) || all > HTTP_IDLE_MAX) {
+			*pp = e->next;
+			http_idle_free(e);
+			all--;
+			continue;
+		}
+		pp = &e->next;
+	}
+}
+
 /* Frees a call and its connection; never from inside evhttp's callbacks. */
 static void
 http_call_free(struct http_call *call)
@@ -116,6 +243,7 @@ http_call_free(struct http_call *call)
 	/* Frees a pending request too, without calling its callbacks. */
 	if (call->conn != NULL)
 		evhttp_connection_free(call->conn);
+	free(call->place);
 	if (call->timer != NULL)
 		event_free(call->timer);
 	if (call->body != NULL)
@@ -150,6 +278,12 @@ http_client_free(struct http_client *c)
 	}
 	while (c->calls != NULL)
 		http_call_free(c->calls);
+	while (c->idle != NULL) {
+		struct http_idle *e = c->idle;
+
+		c->idle = e->next;
+		http_idle_free(e);
+	}
 	event_free(c->reaper);
 	if (c->own_dns)
 		evdns_base_free(c->dns, 0);
@@ -260,7 +394,7 @@ http_req_error_text(int e)
 	case EVREQ_HTTP_BUFFER_ERROR:
 		return "connection error";
 	case EVREQ_HTTP_DATA_TOO_LONG:
-		return "response too large";
+		return "malformed response body";
 	default:
 		return "request failed";
 	}
@@ -293,7 +427,8 @@ http_describe_failure(struct http_call *call, char *buf, size_t len)
 		return;
 	}
 	if (call->req_error - 1 == EVREQ_HTTP_DATA_TOO_LONG) {
-		snprintf(buf, len, "response larger than %zu bytes", call->max_body);
+		/* Sizes are capped by http_chunk_cb(): this is bad chunking. */
+		snprintf(buf, len, "%s: malformed response body", call->hostport);
 		return;
 	}
 	if (bev != NULL && bufferevent_socket_get_dns_error(bev) != 0) {
@@ -323,7 +458,12 @@ http_error_cb(enum evhttp_request_error e, void *arg)
 	call->req_error = (int)e + 1;
 }
 
-/* Streams a piece of a 2xx body to on_chunk; other bodies are buffered. */
+/*
+ * Every piece of every body comes here (the chunked callback is always
+ * set), so that the size cap is ours: evhttp's own cap reports malformed
+ * chunking and oversize alike.  2xx bodies go to on_chunk when set;
+ * everything else is buffered.
+ */
 static void
 http_chunk_cb(struct evhttp_request *req, void *arg)
 {
@@ -343,7 +483,7 @@ http_chunk_cb(struct evhttp_request *req, void *arg)
 		http_call_fail(call, msg);
 		return;
 	}
-	if (code >= 200 && code < 300) {
+	if (call->on_chunk != NULL && code >= 200 && code < 300) {
 		struct http_client *c = call->c;
 
 		call->streaming = 1;
@@ -354,6 +494,18 @@ http_chunk_cb(struct evhttp_request *req, void *arg)
 	} else {
 		evbuffer_add_buffer(call->body, in);
 	}
+}
+
+/*
+ * 1 when the connection of a complete response can serve another request:
+ * HTTP/1.1 and still open (evhttp closes it first on "Connection: close").
+ */
+static int
+http_conn_left_open(struct http_call *call, struct evhttp_request *req)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(call->conn);
+
+	return req->major == 1 && req->minor >= 1 && bev != NULL && bufferevent_getfd(bev) >= 0;
 }
 
 /* Delivers a complete response. */
@@ -382,6 +534,13 @@ http_call_succeed(struct http_call *call, struct evhttp_request *req)
 		ctype = xstrdup(h);
 	r.status = evhttp_request_get_response_code(req);
 	r.body = (const char *)evbuffer_pullup(call->body, -1);
+	/*
+	 * Pooled before the callback, so that a request made from it (the next
+	 * long poll) uses this connection: evhttp is done with it, as when it
+	 * dispatches a queued request itself.
+	 */
+	if (http_conn_left_open(call, req))
+		http_idle_put(call->c, call);
 	r.body_len = len;
 	r.content_type = ctype;
 	http_call_kill(call);
@@ -501,7 +660,6 @@ http_add_headers(struct evhttp_request *r, const struct http_req *req,
 	}
 	evhttp_add_header(h, "Host", host);
 	evhttp_add_header(h, "User-Agent", "hermes-gateway");
-	evhttp_add_header(h, "Connection", "close");
 	if (req->on_chunk != NULL)
 		evhttp_add_header(h, "Accept", "text/event-stream, application/json");
 	else
@@ -535,15 +693,23 @@ http_call_setup(struct http_call *call, const struct http_req *req, const struct
 	struct timeval tv;
 	double t;
 
-	bev = http_new_bev(call, u);
-	if (bev == NULL)
-		return -1;
-	call->conn = evhttp_connection_base_bufferevent_new(call->c->base, call->c->dns,
-	    bev, u->host, (unsigned short)u->port);
-	if (call->conn == NULL) {
-		bufferevent_free(bev);
-		call->ssl = NULL;
-		return -1;
+	struct http_idle *idle = http_idle_take(call->c, call->place);
+
+	if (idle != NULL) {
+		call->conn = idle->conn;
+		call->ssl = idle->ssl;
+		free(idle->place);
+		free(idle);
+	} else {
+		if ((bev = http_new_bev(call, u)) == NULL)
+			return -1;
+		call->conn = evhttp_connection_base_bufferevent_new(call->c->base,
+		    call->c->dns, bev, u->host, (unsigned short)u->port);
+		if (call->conn == NULL) {
+			bufferevent_free(bev);
+			call->ssl = NULL;
+			return -1;
+		}
 	}
 	/* Our own timer bounds the whole request; evhttp's is a backstop. */
 	t = call->timeout + 1;
@@ -552,13 +718,11 @@ http_call_setup(struct http_call *call, const struct http_req *req, const struct
 	evhttp_connection_set_timeout_tv(call->conn, &tv);
 	evhttp_connection_set_retries(call->conn, 0);
 	evhttp_connection_set_max_headers_size(call->conn, HTTP_MAX_HEADERS);
-	evhttp_connection_set_max_body_size(call->conn, (ev_ssize_t)call->max_body);
 	call->req = evhttp_request_new(http_done_cb, call);
 	if (call->req == NULL)
 		return -1;
 	evhttp_request_set_error_cb(call->req, http_error_cb);
-	if (req->on_chunk != NULL)
-		evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
+	evhttp_request_set_chunked_cb(call->req, http_chunk_cb);
 	http_add_headers(call->req, req, u);
 	if (req->body != NULL && req->body_len > 0)
 		evbuffer_add(evhttp_request_get_output_buffer(call->req), req->body,
@@ -584,6 +748,7 @@ http_request(struct http_client *c, const struct http_req *req, http_done_fn cb,
 	call->timeout = req->timeout > 0 ? req->timeout : HTTP_DEFAULT_TIMEOUT;
 	call->max_body = req->max_body > 0 ? req->max_body : HTTP_DEFAULT_MAX_BODY;
 	call->hostport = xasprintf("%s:%d", u.host, u.port);
+	call->place = xasprintf("%s://%s", u.https ? "https" : "http", call->hostport);
 	call->body = evbuffer_new();
 	call->timer = evtimer_new(c->base, http_timer_cb, call);
 	if (call->body == NULL || call->timer == NULL)

@@ -9,6 +9,13 @@
  * Ids come from one counter shared by inbound and outbound messages; its
  * high-water mark is reserved on disk in blocks so an id is never reused,
  * not even after a crash (the hub deduplicates inbound ids).
+ *
+ * Persistence: at stop, console.outbox.json and console.inbox.json are
+ * written atomically.  Between stops every accepted message, every done
+ * and every sent message is appended to console.journal (one JSON line
+ * each, written once per loop turn before any answer leaves), so a worker
+ * that is killed loses nothing either; the journal is folded into the two
+ * files at start, at stop and whenever it grows past CON_JOURNAL_MAX.
  */
 #include "console.h"
 #include "console_page.h"
@@ -28,6 +35,7 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +61,7 @@
 #define CON_BACKOFF_MIN_MSEC    250
 #define CON_BACKOFF_MAX_MSEC    30000
 #define CON_INBOX_BUCKETS       256
+#define CON_JOURNAL_MAX         (8u << 20)      /* bytes before folding it */
 
 /* One outbound message in the log. */
 struct con_msg {
@@ -78,6 +87,7 @@ struct con_inbox {
 	char *user_name;                /* may be NULL */
 	char *text;
 	time_t time;
+	int replay;                     /* saved by a previous worker, not yet handed over */
 	struct evhttp_request *req;     /* a POST ?wait still waiting, or NULL */
 	struct event *timer;            /* its wait deadline */
 	cJSON *replies;                 /* collected while req waits */
@@ -136,6 +146,10 @@ struct console {
 	struct event *sent_ev;
 	struct event *replay_ev;
 	cJSON *replay;                  /* loaded inbox waiting to be replayed */
+	int journal_fd;                 /* console.journal, or -1 */
+	size_t journal_bytes;
+	struct evbuffer *journal_buf;   /* lines not yet written */
+	struct event *journal_ev;
 
 	unsigned inflight;              /* replies not yet written out */
 	struct event *flush_ev;         /* stop: finishes once flushed or late */
@@ -436,9 +450,9 @@ outbox_append(struct console *c, struct con_msg *m)
 	}
 }
 
-/* Adds the JSON form of m (with chat_id when full) to arr. */
+/* Adds the API form of m to arr. */
 static void
-msg_to_json(const struct con_msg *m, cJSON *arr, int full)
+msg_to_json(const struct con_msg *m, cJSON *arr)
 {
 	cJSON *o = cJSON_CreateObject();
 	uint64_t rt;
@@ -446,8 +460,6 @@ msg_to_json(const struct con_msg *m, cJSON *arr, int full)
 	if (o == NULL || !cJSON_AddItemToArray(arr, o))
 		fatalx("console: out of memory");
 	cJSON_AddNumberToObject(o, "id", (double)m->id);
-	if (full)
-		cJSON_AddStringToObject(o, "chat_id", m->chat_id);
 	cJSON_AddStringToObject(o, "text", m->text);
 	if (m->reply_to == NULL)
 		cJSON_AddNullToObject(o, "reply_to");
@@ -488,7 +500,7 @@ outbox_query(struct console *c, const char *chat_id, uint64_t after, int empty_o
 	for (; m != NULL && n < CON_PAGE_MAX_MSGS; m = TAILQ_NEXT(m, entry)) {
 		if (strcmp(m->chat_id, chat_id) != 0)
 			continue;
-		msg_to_json(m, arr, 0);
+		msg_to_json(m, arr);
 		last = m->id;
 		n++;
 	}
@@ -635,12 +647,15 @@ inbox_wait_timeout(evutil_socket_t fd, short what, void *arg)
 	inbox_answer(arg, 0);
 }
 
+static void journal_add(struct console *c, const char *key, cJSON *item);
+
 /* The hub has handled the message: answer its waiter and forget it. */
 static void
 inbox_done(void *arg)
 {
 	struct con_inbox *in = arg;
 
+	journal_add(in->c, "done", cJSON_CreateNumber((double)in->id));
 	inbox_answer(in, 1);
 	inbox_free(in);
 }
@@ -729,11 +744,140 @@ jid(const cJSON *o, const char *key, uint64_t *id)
 	return 0;
 }
 
-/* Loads the outbound log, the id counter and the inbox to replay. */
+/* The saved form of an outbound message (reply_to as the platform's string). */
+static cJSON *
+msg_saved_json(const struct con_msg *m)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		fatalx("console: out of memory");
+	cJSON_AddNumberToObject(o, "id", (double)m->id);
+	cJSON_AddStringToObject(o, "chat_id", m->chat_id);
+	cJSON_AddStringToObject(o, "text", m->text);
+	if (m->thread_id != NULL)
+		cJSON_AddStringToObject(o, "thread_id", m->thread_id);
+	if (m->reply_to != NULL)
+		cJSON_AddStringToObject(o, "reply_to", m->reply_to);
+	cJSON_AddNumberToObject(o, "time", (double)m->time);
+	return o;
+}
+
+/* The saved form of an inbound message. */
+static cJSON *
+inbox_saved_json(const struct con_inbox *in)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		fatalx("console: out of memory");
+	cJSON_AddNumberToObject(o, "id", (double)in->id);
+	cJSON_AddStringToObject(o, "chat_id", in->chat_id);
+	cJSON_AddStringToObject(o, "user_id", in->user_id);
+	if (in->user_name != NULL)
+		cJSON_AddStringToObject(o, "user_name", in->user_name);
+	cJSON_AddStringToObject(o, "text", in->text);
+	cJSON_AddNumberToObject(o, "time", (double)in->time);
+	return o;
+}
+
+/* Adds a saved outbound message to the log (older or malformed ones skipped). */
+static void
+outbox_load_one(struct console *c, const cJSON *it, uint64_t *next)
+{
+	const char *chat = jstr(it, "chat_id"), *text = jstr(it, "text");
+	const char *thread = jstr(it, "thread_id"), *rt = jstr(it, "reply_to");
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "time");
+	struct con_msg *m;
+	uint64_t v;
+
+	if (jid(it, "id", &v) == -1 || chat == NULL || text == NULL || v <= c->last_out)
+		return;
+	m = xcalloc(1, sizeof(*m));
+	m->id = v;
+	m->chat_id = xstrdup(chat);
+	m->text = xstrdup(text);
+	m->thread_id = thread != NULL ? xstrdup(thread) : NULL;
+	m->reply_to = rt != NULL ? xstrdup(rt) : NULL;
+	m->time = cJSON_IsNumber(t) ? (time_t)t->valuedouble : 0;
+	outbox_append(c, m);
+	if (v >= *next)
+		*next = v + 1;
+}
+
+/* Index in arr of the saved message with id, or -1. */
+static int
+saved_index(const cJSON *arr, uint64_t id)
+{
+	const cJSON *it;
+	uint64_t v;
+	int i = 0;
+
+	cJSON_ArrayForEach(it, arr) {
+		if (jid(it, "id", &v) == 0 && v == id)
+			return i;
+		i++;
+	}
+	return -1;
+}
+
+/*
+ * Applies the journal of a worker that did not stop cleanly: sent
+ * messages go to the log, accepted ones join the inbox to replay, done
+ * ones leave it.  Returns 1 when it held anything.
+ */
+static int
+journal_load(struct console *c, cJSON *pending, uint64_t *next)
+{
+	char *path = state_path(c, "journal");
+	size_t len;
+	char *data = read_file(path, CON_STATE_MAX, &len), *line, *save = NULL;
+	int any = 0, bad = 0;
+
+	if (data == NULL) {
+		if (errno != ENOENT)
+			log_warn("console: cannot read %s", path);
+		free(path);
+		return 0;
+	}
+	for (line = strtok_r(data, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		cJSON *j = cJSON_Parse(line), *it;
+		uint64_t id;
+		int i;
+
+		any = 1;
+		if ((it = cJSON_GetObjectItemCaseSensitive(j, "out")) != NULL)
+			outbox_load_one(c, it, next);
+		else if ((it = cJSON_GetObjectItemCaseSensitive(j, "in")) != NULL &&
+		    jid(it, "id", &id) == 0) {
+			if (id >= *next)
+				*next = id + 1;
+			if (saved_index(pending, id) == -1)
+				cJSON_AddItemToArray(pending, cJSON_Duplicate(it, 1));
+		} else if (jid(j, "done", &id) == 0) {
+			if ((i = saved_index(pending, id)) != -1)
+				cJSON_DeleteItemFromArray(pending, i);
+		} else
+			bad++;          /* e.g. a line cut short by the crash */
+		cJSON_Delete(j);
+	}
+	if (any)
+		log_info("console: recovered from the journal of a worker that did "
+		    "not stop cleanly (%d unreadable line(s))", bad);
+	free(data);
+	free(path);
+	return any;
+}
+
+static int state_save_outbox(struct console *c);
+static int state_write_inbox(struct console *c, const cJSON *arr);
+
+/* Loads the log, the id counter, the journal and the inbox to replay. */
 static void
 state_load(struct console *c)
 {
-	cJSON *out = state_read(c, "outbox.json");
+	cJSON *out = state_read(c, "outbox.json"), *pending;
 	char *path = state_path(c, "seq");
 	char *data = read_file(path, 64, NULL);
 	uint64_t v, next = 1;
@@ -751,85 +895,166 @@ state_load(struct console *c)
 	if (out != NULL) {
 		if (jid(out, "next_id", &v) == 0 && v > next)
 			next = v;
-		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(out, "messages")) {
-			const char *chat = jstr(it, "chat_id"), *text = jstr(it, "text");
-			const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "time");
-			if (jid(it, "id", &v) == -1 || chat == NULL || text == NULL ||
-			    v <= c->last_out)
-				continue;
-			struct con_msg *m = xcalloc(1, sizeof(*m));
-			m->id = v;
-			m->chat_id = xstrdup(chat);
-			m->text = xstrdup(text);
-			m->thread_id = jstr(it, "thread_id") ? xstrdup(jstr(it, "thread_id")) : NULL;
-			m->reply_to = jstr(it, "reply_to") ? xstrdup(jstr(it, "reply_to")) : NULL;
-			m->time = cJSON_IsNumber(t) ? (time_t)t->valuedouble : 0;
-			outbox_append(c, m);
-			if (v >= next)
-				next = v + 1;
-		}
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(out, "messages"))
+			outbox_load_one(c, it, &next);
 		cJSON_Delete(out);
 	}
 	c->replay = state_read(c, "inbox.json");
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(c->replay, "messages"))
+	pending = cJSON_GetObjectItemCaseSensitive(c->replay, "messages");
+	if (!cJSON_IsArray(pending)) {
+		cJSON_Delete(c->replay);
+		c->replay = cJSON_CreateObject();
+		pending = cJSON_AddArrayToObject(c->replay, "messages");
+		if (pending == NULL)
+			fatalx("console: out of memory");
+	}
+	cJSON_ArrayForEach(it, pending)
 		if (jid(it, "id", &v) == 0 && v >= next)
 			next = v + 1;
 	c->next_id = next;
-	c->reserved = next + CON_ID_BLOCK;
+	if (journal_load(c, pending, &c->next_id)) {
+		/* fold it in now, so the journal starts empty */
+		(void)state_save_outbox(c);
+		(void)state_write_inbox(c, pending);
+	}
+	c->reserved = c->next_id + CON_ID_BLOCK;
 	seq_write(c, c->reserved);
+	path = state_path(c, "journal");
+	c->journal_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+	if (c->journal_fd == -1)
+		log_warn("console: cannot open %s; messages are saved at stop only", path);
+	free(path);
+	if (cJSON_GetArraySize(pending) == 0) {
+		cJSON_Delete(c->replay);
+		c->replay = NULL;
+	}
 }
 
-static void
+/* Writes the log; 0 or -1. */
+static int
 state_save_outbox(struct console *c)
 {
 	cJSON *j = cJSON_CreateObject(), *arr = cJSON_CreateArray();
 	struct con_msg *m;
+	int rc;
 
 	if (j == NULL || arr == NULL)
 		fatalx("console: out of memory");
 	cJSON_AddNumberToObject(j, "version", 1);
 	cJSON_AddNumberToObject(j, "next_id", (double)c->next_id);
 	cJSON_AddItemToObject(j, "messages", arr);
-	TAILQ_FOREACH(m, &c->log, entry) {
-		msg_to_json(m, arr, 1);
-		/* keep reply_to as the platform's string form */
-		cJSON *last = cJSON_GetArrayItem(arr, cJSON_GetArraySize(arr) - 1);
-		cJSON_DeleteItemFromObjectCaseSensitive(last, "reply_to");
-		if (m->reply_to != NULL)
-			cJSON_AddStringToObject(last, "reply_to", m->reply_to);
-	}
-	if (state_write(c, "outbox.json", j) == 0)
-		seq_write(c, c->next_id);
+	TAILQ_FOREACH(m, &c->log, entry)
+		cJSON_AddItemToArray(arr, msg_saved_json(m));
+	rc = state_write(c, "outbox.json", j);
 	cJSON_Delete(j);
+	return rc;
+}
+
+/* Writes console.inbox.json holding arr (borrowed); 0 or -1. */
+static int
+state_write_inbox(struct console *c, const cJSON *arr)
+{
+	cJSON *j = cJSON_CreateObject();
+	int rc;
+
+	if (j == NULL)
+		fatalx("console: out of memory");
+	cJSON_AddNumberToObject(j, "version", 1);
+	cJSON_AddItemReferenceToObject(j, "messages", (cJSON *)arr);
+	rc = state_write(c, "inbox.json", j);
+	cJSON_Delete(j);
+	return rc;
+}
+
+/* Writes the inbox (messages not handled yet, and any not yet replayed). */
+static int
+state_save_inbox(struct console *c, int quiet)
+{
+	cJSON *arr = cJSON_CreateArray();
+	struct con_inbox *in;
+	const cJSON *it;
+	int rc;
+
+	if (arr == NULL)
+		fatalx("console: out of memory");
+	TAILQ_FOREACH(in, &c->inbox, entry)
+		cJSON_AddItemToArray(arr, inbox_saved_json(in));
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(c->replay, "messages"))
+		cJSON_AddItemToArray(arr, cJSON_Duplicate(it, 1));
+	if (!quiet && cJSON_GetArraySize(arr) > 0)
+		log_info("console: %d unhandled message(s) kept for the next start",
+		    cJSON_GetArraySize(arr));
+	rc = state_write_inbox(c, arr);
+	cJSON_Delete(arr);
+	return rc;
+}
+
+/* Writes the journal lines gathered during this loop turn. */
+static void
+journal_flush(struct console *c)
+{
+	while (c->journal_fd != -1 && evbuffer_get_length(c->journal_buf) > 0) {
+		int n = evbuffer_write(c->journal_buf, c->journal_fd);
+		if (n <= 0) {
+			log_warn("console: cannot write the journal; messages are "
+			    "saved at stop only");
+			close(c->journal_fd);
+			c->journal_fd = -1;
+		} else
+			c->journal_bytes += (size_t)n;
+	}
+	if (c->journal_buf != NULL)
+		evbuffer_drain(c->journal_buf, evbuffer_get_length(c->journal_buf));
+}
+
+/* Folds the journal into the two state files and empties it. */
+static void
+journal_fold(struct console *c)
+{
+	journal_flush(c);
+	if (c->journal_fd == -1)
+		return;
+	if (state_save_outbox(c) == -1 || state_save_inbox(c, 1) == -1 ||
+	    ftruncate(c->journal_fd, 0) == -1)
+		log_warnx("console: cannot fold the journal; trying again later");
+	c->journal_bytes = 0;           /* on failure: again after as much more */
 }
 
 static void
-state_save_inbox(struct console *c)
+journal_cb(evutil_socket_t fd, short what, void *arg)
 {
-	cJSON *j = cJSON_CreateObject(), *arr = cJSON_CreateArray();
-	struct con_inbox *in;
+	struct console *c = arg;
 
-	if (j == NULL || arr == NULL)
-		fatalx("console: out of memory");
-	cJSON_AddNumberToObject(j, "version", 1);
-	cJSON_AddItemToObject(j, "messages", arr);
-	TAILQ_FOREACH(in, &c->inbox, entry) {
-		cJSON *o = cJSON_CreateObject();
-		if (o == NULL || !cJSON_AddItemToArray(arr, o))
-			fatalx("console: out of memory");
-		cJSON_AddNumberToObject(o, "id", (double)in->id);
-		cJSON_AddStringToObject(o, "chat_id", in->chat_id);
-		cJSON_AddStringToObject(o, "user_id", in->user_id);
-		if (in->user_name != NULL)
-			cJSON_AddStringToObject(o, "user_name", in->user_name);
-		cJSON_AddStringToObject(o, "text", in->text);
-		cJSON_AddNumberToObject(o, "time", (double)in->time);
+	(void)fd;
+	(void)what;
+	journal_flush(c);
+	if (c->journal_bytes > CON_JOURNAL_MAX)
+		journal_fold(c);
+}
+
+/* Queues one line {key: item} (item is taken); written before answers leave. */
+static void
+journal_add(struct console *c, const char *key, cJSON *item)
+{
+	cJSON *o;
+	char *s;
+
+	if (c->journal_fd == -1 || c->stopped || item == NULL) {
+		cJSON_Delete(item);
+		return;
 	}
-	if (cJSON_GetArraySize(arr) > 0)
-		log_info("console: %d unhandled message(s) kept for the next start",
-		    cJSON_GetArraySize(arr));
-	state_write(c, "inbox.json", j);
-	cJSON_Delete(j);
+	if ((o = cJSON_CreateObject()) == NULL)
+		fatalx("console: out of memory");
+	cJSON_AddItemToObject(o, key, item);
+	if ((s = cJSON_PrintUnformatted(o)) == NULL)
+		fatalx("console: out of memory");
+	evbuffer_add(c->journal_buf, s, strlen(s));
+	evbuffer_add(c->journal_buf, "\n", 1);
+	cJSON_free(s);
+	cJSON_Delete(o);
+	/* Active events run before the loop polls again, so before the
+	 * answer to this request can be written to its socket. */
+	event_active(c->journal_ev, EV_TIMEOUT, 0);
 }
 
 /* Hands the inbox saved by the previous worker to the hub, same ids. */
@@ -839,36 +1064,49 @@ replay_cb(evutil_socket_t fd, short what, void *arg)
 	struct console *c = arg;
 	cJSON *j = c->replay;
 	const cJSON *it;
+	struct con_inbox *in;
 	int n = 0;
 
 	(void)fd;
 	(void)what;
-	c->replay = NULL;
+	if (j == NULL)
+		return;
+	/* First all into the inbox (so a fold meanwhile keeps them), then to the hub. */
 	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "messages")) {
 		const char *chat = jstr(it, "chat_id"), *user = jstr(it, "user_id");
 		const char *text = jstr(it, "text"), *name = jstr(it, "user_name");
 		const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "time");
+		char idstr[24];
 		uint64_t id;
+
 		if (jid(it, "id", &id) == -1 || chat == NULL || user == NULL ||
-		    text == NULL || !ident_valid(chat) || !ident_valid(user)) {
+		    text == NULL || !ident_valid(chat) || !ident_valid(user) ||
+		    (name != NULL && !ident_valid(name))) {
 			log_warnx("console: skipping a malformed saved message");
 			continue;
 		}
-		char idstr[24];
 		snprintf(idstr, sizeof(idstr), "%" PRIu64, id);
 		if (inbox_find(c, idstr) != NULL)
 			continue;
-		struct con_inbox *in = inbox_new(c, id, chat, user, name, text,
+		in = inbox_new(c, id, chat, user, name, text,
 		    cJSON_IsNumber(t) ? (time_t)t->valuedouble : time(NULL));
-		/* Stopping already: keep it in the inbox, saved again at stop. */
-		if (!c->stopping) {
-			inbox_submit(c, in);
-			n++;
-		}
+		in->replay = 1;
+	}
+	c->replay = NULL;
+	cJSON_Delete(j);
+	/* Stopping already: they stay in the inbox, saved again at stop. */
+	while (!c->stopping) {
+		TAILQ_FOREACH(in, &c->inbox, entry)
+			if (in->replay)
+				break;
+		if (in == NULL)
+			break;
+		in->replay = 0;
+		n++;
+		inbox_submit(c, in);    /* may free in */
 	}
 	if (n > 0)
 		log_info("console: replayed %d saved message(s)", n);
-	cJSON_Delete(j);
 }
 
 /* ---------------------------------------------------------------- */
@@ -1024,6 +1262,7 @@ handle_post_message(struct console *c, struct evhttp_request *req)
 	}
 	in = inbox_new(c, id_next(c), chat, user, name, text, time(NULL));
 	cJSON_Delete(j);
+	journal_add(c, "in", inbox_saved_json(in));
 	if (wait > 0) {
 		in->req = req;
 		in->replies = cJSON_CreateArray();
@@ -1479,6 +1718,7 @@ console_create(const struct plat_env *env, char *err, size_t errlen)
 	c->name = xstrdup(env->name);
 	c->state_dir = xstrdup(env->state_dir);
 	c->listen_fd = env->listen_fd;
+	c->journal_fd = -1;
 	TAILQ_INIT(&c->log);
 	TAILQ_INIT(&c->inbox);
 	TAILQ_INIT(&c->waiters);
@@ -1506,8 +1746,10 @@ console_start(void *self)
 	c->retry_ev = evtimer_new(c->base, retry_cb, c);
 	c->sent_ev = event_new(c->base, -1, 0, sent_cb, c);
 	c->replay_ev = event_new(c->base, -1, 0, replay_cb, c);
+	c->journal_ev = event_new(c->base, -1, 0, journal_cb, c);
+	c->journal_buf = evbuffer_new();
 	if (c->http == NULL || c->retry_ev == NULL || c->sent_ev == NULL ||
-	    c->replay_ev == NULL)
+	    c->replay_ev == NULL || c->journal_ev == NULL || c->journal_buf == NULL)
 		fatalx("console: cannot set up the HTTP server");
 	evhttp_set_max_body_size(c->http, CON_MAX_BODY);
 	evhttp_set_max_headers_size(c->http, CON_MAX_HEADERS);
@@ -1542,7 +1784,8 @@ console_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg)
 	m->text = xstrdup(msg->text != NULL ? msg->text : "");
 	m->time = time(NULL);
 	if ((in = inbox_find(c, m->reply_to)) != NULL && in->req != NULL)
-		msg_to_json(m, in->replies, 0);
+		msg_to_json(m, in->replies);
+	journal_add(c, "out", msg_saved_json(m));
 	outbox_append(c, m);
 	waiters_wake(c, m->chat_id, m->id);
 	sent_push(c, cb, arg, 1);
@@ -1565,10 +1808,16 @@ stop_finish(evutil_socket_t fd, short what, void *arg)
 		c->http = NULL;
 		c->bound = NULL;
 	}
-	if (c->replay != NULL)          /* stopped before the replay ran */
-		replay_cb(-1, 0, c);
-	state_save_outbox(c);
-	state_save_inbox(c);
+	journal_flush(c);
+	if (state_save_outbox(c) == 0 && state_save_inbox(c, 0) == 0) {
+		seq_write(c, c->next_id);       /* no id is handed out after this */
+		if (c->journal_fd != -1 && ftruncate(c->journal_fd, 0) == -1)
+			log_warn("console: cannot empty the journal");
+	}
+	if (c->journal_fd != -1) {
+		close(c->journal_fd);
+		c->journal_fd = -1;
+	}
 	sent_flush(c);
 	hub_platform_state(c->hub, c->name, PLAT_STOPPED, NULL);
 	c->stopped_cb = NULL;
@@ -1583,9 +1832,8 @@ console_stop(void *self, plat_stopped_fn cb, void *arg)
 	struct con_inbox *in;
 	struct timeval tv = { 0, CON_FLUSH_MSEC * 1000 };
 
-	if (c->stopping) {
+	if (c->stopping)                /* stop is called once; ignore a repeat */
 		return;
-	}
 	c->stopping = 1;
 	c->stopped_cb = cb;
 	c->stopped_arg = arg;
@@ -1647,6 +1895,12 @@ console_free(void *self)
 		event_free(c->replay_ev);
 	if (c->flush_ev != NULL)
 		event_free(c->flush_ev);
+	if (c->journal_ev != NULL)
+		event_free(c->journal_ev);
+	if (c->journal_buf != NULL)
+		evbuffer_free(c->journal_buf);
+	if (c->journal_fd != -1)
+		close(c->journal_fd);
 	cJSON_Delete(c->replay);
 	if (c->token != NULL) {
 		explicit_bzero(c->token, strlen(c->token));

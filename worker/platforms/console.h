@@ -11,9 +11,10 @@
  *
  * State kept in state_dir: console.inbox.json (inbound messages not yet
  * handled when the worker stopped, replayed with the same ids by the next
- * worker), console.outbox.json (the bounded outbound log) and console.seq
- * (the id counter's reserved high-water mark, so ids never repeat even
- * after a crash).
+ * worker), console.outbox.json (the bounded outbound log), console.journal
+ * (what happened since those were written, for a worker that is killed)
+ * and console.seq (the id counter's reserved high-water mark, so ids never
+ * repeat even after a crash).
  */
 #ifndef HERMES_CONSOLE_H
 #define HERMES_CONSOLE_H

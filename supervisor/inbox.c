@@ -1,5 +1,5 @@
-/* wnotify.c - the worker's notify socket, with sender credential checks. */
-#include "wnotify.h"
+/* inbox.c - the worker's notify socket, with sender credential checks. */
+#include "inbox.h"
 #include "log.h"
 #include "util.h"
 
@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 int
-wnotify_open(const char *dir, char *spec, size_t specsz)
+inbox_open(const char *dir, char *spec, size_t specsz)
 {
 	struct sockaddr_un sa;
 	socklen_t len;
@@ -61,7 +61,7 @@ scan_cmsgs(struct msghdr *mh)
 }
 
 int
-wnotify_recv(int fd, pid_t pid, struct notify_msg *m)
+inbox_recv(int fd, pid_t pid, struct notify_msg *m)
 {
 	char buf[NOTIFY_MAX_DGRAM + 1], esc[128];
 	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(struct ucred)) +
@@ -101,7 +101,7 @@ wnotify_recv(int fd, pid_t pid, struct notify_msg *m)
 }
 
 void
-wnotify_close(int fd, const char *spec)
+inbox_close(int fd, const char *spec)
 {
 	if (fd >= 0)
 		close(fd);
