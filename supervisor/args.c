@@ -1,8 +1,7 @@
-/* args.c - command line parsing with getopt_long. */
+/* args.c - command line parsing (hand-written, so it is easy to unit test). */
 #include "args.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,44 +50,45 @@ parse_crash_limit(struct sup_args *a, const char *v)
 	return 0;
 }
 
-/* Applies one option; returns 0, or -1 on a bad value. */
+/* Applies one option that takes a value.  Returns 0, or -1 on a bad value. */
 static int
-apply(struct sup_args *a, int c, const char *v)
+apply_value(struct sup_args *a, const char *opt, const char *v)
 {
-	switch (c) {
-	case 'f': a->foreground = 1; break;
-	case 'R': a->replace = 1; break;
-	case 'h': a->cmd = CMD_HELP; break;
-	case 'V': a->cmd = CMD_VERSION; break;
-	case 'c': a->config = v; break;
-	case 'd': a->runtime_dir = v; break;
-	case 'p': a->pidfile = v; break;
-	case 's': return parse_seconds(v, MAX_SEC, &a->stop_timeout);
-	case 'b': return parse_seconds(v, MAX_SEC, &a->backoff_max);
-	case 'l': return parse_crash_limit(a, v);
-	case 'w':
+	if (strcmp(opt, "-c") == 0 || strcmp(opt, "--config") == 0)
+		a->config = v;
+	else if (strcmp(opt, "--runtime-dir") == 0)
+		a->runtime_dir = v;
+	else if (strcmp(opt, "--pidfile") == 0)
+		a->pidfile = v;
+	else if (strcmp(opt, "--stop-timeout") == 0)
+		return parse_seconds(v, MAX_SEC, &a->stop_timeout);
+	else if (strcmp(opt, "--watchdog") == 0)
 		return parse_seconds(v, MAX_SEC, &a->watchdog) < 0 || a->watchdog < 1000 ? -1 : 0;
-	case 'L':
+	else if (strcmp(opt, "--backoff-max") == 0)
+		return parse_seconds(v, MAX_SEC, &a->backoff_max);
+	else if (strcmp(opt, "--crash-limit") == 0)
+		return parse_crash_limit(a, v);
+	else if (strcmp(opt, "--listen") == 0) {
 		a->listen = xrealloc(a->listen, (a->nlisten + 1) * sizeof(*a->listen));
 		a->listen[a->nlisten++] = v;
-		break;
 	}
 	return 0;
 }
 
-static const struct option options[] = {
-	{ "foreground", no_argument, NULL, 'f' }, { "replace", no_argument, NULL, 'R' },
-	{ "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
-	{ "config", required_argument, NULL, 'c' },
-	{ "runtime-dir", required_argument, NULL, 'd' },
-	{ "pidfile", required_argument, NULL, 'p' },
-	{ "stop-timeout", required_argument, NULL, 's' },
-	{ "watchdog", required_argument, NULL, 'w' },
-	{ "backoff-max", required_argument, NULL, 'b' },
-	{ "crash-limit", required_argument, NULL, 'l' },
-	{ "listen", required_argument, NULL, 'L' },
-	{ NULL, 0, NULL, 0 },
-};
+static int
+takes_value(const char *opt)
+{
+	static const char *const with_value[] = {
+		"-c", "--config", "--runtime-dir", "--pidfile", "--stop-timeout",
+		"--watchdog", "--backoff-max", "--crash-limit", "--listen",
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(with_value); i++)
+		if (strcmp(opt, with_value[i]) == 0)
+			return 1;
+	return 0;
+}
 
 /* Recognises the leading subcommand word, if any. */
 static int
@@ -119,51 +119,74 @@ set_defaults(struct sup_args *a)
 	a->crash_window = 60 * 1000000ull;
 }
 
-/* What follows the options: nothing, or "--" and the worker command. */
+/* Handles one option word at argv[*i]; returns 0, or -1 with err set. */
 static int
-parse_rest(struct sup_args *a, int argc, char **argv, char *err, size_t errsz)
+parse_option(struct sup_args *a, int argc, char **argv, int *i, char *err, size_t errsz)
 {
-	if (optind >= argc && strcmp(argv[optind - 1], "--") != 0)
-		return 0;
-	if (strcmp(argv[optind - 1], "--") != 0) {
-		snprintf(err, errsz, "unexpected argument: %s", argv[optind]);
-		return -1;
+	char opt[32];
+	const char *arg = argv[*i], *eq = strchr(arg, '='), *v;
+
+	if (strcmp(arg, "--foreground") == 0)
+		a->foreground = 1;
+	else if (strcmp(arg, "--replace") == 0)
+		a->replace = 1;
+	else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+		a->cmd = CMD_HELP;
+	else if (strcmp(arg, "--version") == 0)
+		a->cmd = CMD_VERSION;
+	else {
+		size_t n = (arg[0] == '-' && arg[1] == '-' && eq != NULL) ? (size_t)(eq - arg)
+		    : strlen(arg);
+
+		snprintf(opt, sizeof(opt), "%.*s", (int)n, arg);
+		if (n >= sizeof(opt) || !takes_value(opt)) {
+			snprintf(err, errsz, "unknown option: %s", arg);
+			return -1;
+		}
+		if (n < strlen(arg))
+			v = arg + n + 1;
+		else if (*i + 1 < argc)
+			v = argv[++*i];
+		else {
+			snprintf(err, errsz, "option %s needs a value", opt);
+			return -1;
+		}
+		if (apply_value(a, opt, v) < 0) {
+			snprintf(err, errsz, "bad value for %s: %s", opt, v);
+			return -1;
+		}
 	}
-	if (a->cmd != CMD_RUN || optind >= argc) {
-		snprintf(err, errsz, "-- must be followed by a worker command");
-		return -1;
-	}
-	a->worker_argv = argv + optind;
 	return 0;
 }
 
 int
 args_parse(struct sup_args *a, int argc, char **argv, char *err, size_t errsz)
 {
-	int c, li = 0, first = 1;
+	int i = 1;
 
 	set_defaults(a);
 	if (argc > 1 && parse_command(a, argv[1])) {
 		if (a->cmd == CMD_INSTALL || a->cmd == CMD_UNINSTALL)
 			return 0;       /* the installer parses its own options */
-		first = 2;
+		i = 2;
 	}
-	optind = 0;             /* a full reset of getopt, also for repeated calls */
-	opterr = 0;
-	argv += first - 1;
-	argc -= first - 1;
-	while ((c = getopt_long(argc, argv, "+:c:", options, &li)) != -1) {
-		if (c == '?' || c == ':') {
-			snprintf(err, errsz, c == '?' ? "unknown option: %s" :
-			    "option %s needs a value", argv[optind - 1]);
+	for (; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			if (a->cmd != CMD_RUN || i + 1 >= argc) {
+				snprintf(err, errsz, "-- must be followed by a worker command");
+				return -1;
+			}
+			a->worker_argv = argv + i + 1;
+			return 0;
+		}
+		if (argv[i][0] != '-') {
+			snprintf(err, errsz, "unexpected argument: %s", argv[i]);
 			return -1;
 		}
-		if (apply(a, c, optarg) < 0) {
-			snprintf(err, errsz, "bad value for --%s: %s", options[li].name, optarg);
+		if (parse_option(a, argc, argv, &i, err, errsz) < 0)
 			return -1;
-		}
 	}
-	return parse_rest(a, argc, argv, err, errsz);
+	return 0;
 }
 
 void

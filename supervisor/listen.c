@@ -47,9 +47,6 @@ listen_inherit(struct listen_set *ls)
 		}
 		log_info("took %zu socket(s) from socket activation", ls->n);
 	}
-	unsetenv("LISTEN_PID");
-	unsetenv("LISTEN_FDS");
-	unsetenv("LISTEN_FDNAMES");
 }
 
 /* Fills ss from a numeric address and port. */

@@ -22,8 +22,8 @@ struct listen_set {
 };
 
 /*
- * Takes the fds systemd passed ($LISTEN_PID equal to our pid) into ls
- * and removes the LISTEN_* variables from the environment.
+ * Takes the fds systemd passed ($LISTEN_PID equal to our pid) into ls.
+ * (The worker never sees our LISTEN_* values: spawn sets its own.)
  */
 void listen_inherit(struct listen_set *ls);
 

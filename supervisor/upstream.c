@@ -27,9 +27,6 @@ upstream_init(void)
 		if (wpid == NULL || (parse_u64(wpid, 4194304, &p) == 0 && (pid_t)p == getpid()))
 			up_watchdog = v;
 	}
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
-	unsetenv("WATCHDOG_PID");
 }
 
 int

@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 /*
- * Takes NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from the environment
- * (and removes them, so the worker never sees systemd's values).
+ * Takes NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from the environment.
+ * (The worker never sees systemd's values: spawn sets its own.)
  */
 void upstream_init(void);
 

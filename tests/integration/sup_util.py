@@ -137,8 +137,14 @@ class Sup:
         if self.own_pids:
             pids |= {r[1] for r in self.records()}
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            # A graceful stop first: the supervisor kills the worker's group and
+            # orphans itself, which plain SIGKILL would leave behind.
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

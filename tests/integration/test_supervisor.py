@@ -199,6 +199,8 @@ def test_grandchildren_are_killed_when_the_worker_ends(sup, tmp_path):
     assert alive(gp) and alive(sp)
     s.wait_state("ready", generation=1)
     wait_for(lambda: not alive(gp) and not alive(sp), what="grandchildren killed")
+    wait_for(lambda: read_pid(g) != gp and read_pid(ss) != sp)
+    s.extra_pids += [read_pid(g), read_pid(ss)]     # generation 1's, for the cleanup
 
 
 def test_grandchildren_are_killed_on_stop(sup, tmp_path):

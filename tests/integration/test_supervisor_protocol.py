@@ -227,7 +227,7 @@ def test_pid1_reaps_orphans_and_stops_on_term(sup, tmp_path):
         pytest.skip("cannot create a pid namespace here")
     g = str(tmp_path / "g")
     s = sup("--ready", "--setsid-grandchild", g, "--exit", "75", "--exit-after", "300",
-            "--until-gen", "1", wrap=["unshare", "--pid", "--fork", "--mount-proc"],
+            "--until-gen", "1", wrap=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
             own_pids=False)
     s.wait_state("ready", generation=1)
     assert s.state()["supervisor_pid"] == "1"
@@ -236,6 +236,8 @@ def test_pid1_reaps_orphans_and_stops_on_term(sup, tmp_path):
     # orphan of generation 0 was killed and reaped (no zombie either).
     wait_for(lambda: len(_ns_pids(sup_host)) == 3,
              what="namespace down to 3 processes, now %r" % _ns_pids(sup_host))
+    os.kill(sup_host, signal.SIGHUP)            # signals still reach PID 1's handlers
+    s.wait_state("ready", generation=2)
     os.kill(sup_host, signal.SIGTERM)
     assert s.wait_exit() == 0
     assert "Terminated: stopping" in s.logtext()
