@@ -21,6 +21,8 @@ own cost is out of the way; it generates the N updates itself and times from
 their release to the last answer.
 """
 import json
+import select
+import signal
 import subprocess
 import types
 import argparse
@@ -125,6 +127,9 @@ def c_fake_throughput(build, tmp, n, chats):
             worker = con.status()["worker_pid"]
             w0, f0 = cpu_seconds(worker), cpu_seconds(fake.pid)
             f_cpu = None
+            ready, _, _ = select.select([fake.stdout], [], [], 600)
+            if not ready:
+                raise TimeoutError("the C fake saw no end; worker log:\n" + sup.log()[-3000:])
             line = fake.stdout.readline().strip()
             w1 = cpu_seconds(worker)
             fake.wait(timeout=60)
@@ -137,6 +142,8 @@ def c_fake_throughput(build, tmp, n, chats):
 
 
 def main():
+    # A SIGTERM (e.g. from timeout(1)) unwinds, so every process started is stopped.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("-n", type=int, default=2000)
