@@ -51,7 +51,7 @@
 #define TG_OFFSET_STALE_SEC     (6 * 24 * 3600)
 #define TG_SEND_ATTEMPTS        5
 #define TG_SEND_TIMEOUT         30.0
-#define TG_MAX_INFLIGHT         64
+#define TG_MAX_INFLIGHT         8
 #define TG_CHAT_BURST           3.0
 #define TG_TYPING_USEC          4000000
 #define TG_FLUSH_USEC           200000
