@@ -52,6 +52,7 @@
 #define TG_SEND_ATTEMPTS        5
 #define TG_SEND_TIMEOUT         30.0
 #define TG_MAX_INFLIGHT         8
+#define TG_MAX_TYPING_INFLIGHT  4               /* best effort: skipped beyond, the timer retries */
 #define TG_CHAT_BURST           3.0
 #define TG_TYPING_USEC          4000000
 #define TG_FLUSH_USEC           200000
@@ -156,6 +157,7 @@ struct tg {
 	double gtokens;
 	uint64_t grefill_usec;
 	unsigned inflight;
+	unsigned typing_inflight;
 	TAILQ_HEAD(tg_chat_list, tg_chat) chats;
 	LIST_HEAD(, tg_typing) typing;
 	int pumping;                    /* tg_pump is running: a nested call only asks again */
@@ -855,6 +857,7 @@ tg_typing_done(void *arg, const struct http_response *r)
 
 	(void)r;
 	t->call = NULL;
+	t->tg->typing_inflight--;
 }
 
 static void
@@ -862,14 +865,18 @@ tg_typing_send(struct tg_typing *t)
 {
 	cJSON *body = cJSON_CreateObject();
 
-	if (t->call != NULL)
+	if (t->call != NULL || t->tg->typing_inflight >= TG_MAX_TYPING_INFLIGHT) {
+		cJSON_Delete(body);
 		return;
+	}
 	if (body == NULL || cJSON_AddStringToObject(body, "action", "typing") == NULL)
 		fatalx("out of memory");
 	tg_add_id(body, "chat_id", t->chat_id);
 	if (t->thread_id != NULL)
 		tg_add_id(body, "message_thread_id", t->thread_id);
 	t->call = tg_call(t->tg, "sendChatAction", body, 10.0, TG_API_MAX_BODY, tg_typing_done, t);
+	if (t->call != NULL)
+		t->tg->typing_inflight++;
 }
 
 static void
@@ -911,8 +918,10 @@ static void
 tg_typing_free(struct tg_typing *t)
 {
 	LIST_REMOVE(t, link);
-	if (t->call != NULL)
+	if (t->call != NULL) {
 		http_cancel(t->call);
+		t->tg->typing_inflight--;
+	}
 	event_free(t->timer);
 	free(t->chat_id);
 	free(t->thread_id);
