@@ -22,6 +22,7 @@ their release to the last answer.
 """
 import json
 import select
+import shutil
 import signal
 import subprocess
 import types
@@ -153,6 +154,13 @@ def main():
     a = ap.parse_args()
     build = pathlib.Path(a.build).resolve()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="tg-bench-"))
+    try:
+        run(a, build, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a, build, tmp):
     if a.c_fake:
         line, wcpu, _ = c_fake_throughput(build, tmp, a.n, a.chats)
         f = line.split()

@@ -142,6 +142,7 @@ struct tg {
 	size_t journal_size;
 	int journal_broken;             /* an append failed: write a snapshot instead */
 	int poll_blocked;
+	size_t ndone;                   /* handled, not yet dropped from the list */
 
 	struct http_call *poll_call;
 	struct http_call *me_call;
@@ -822,6 +823,7 @@ tg_flush(struct tg *tg)
 	struct tg_update *u, *next;
 	char line[48];
 
+	tg->ndone = 0;
 	for (u = TAILQ_FIRST(&tg->updates); u != NULL; u = next) {
 		next = TAILQ_NEXT(u, link);
 		if (!u->done)
@@ -951,7 +953,10 @@ tg_on_done(void *arg)
 		tg_typing_unref(u->typing);
 		u->typing = NULL;
 	}
-	if (!evtimer_pending(tg->flush_ev, NULL))
+	/* While polling waits for the backlog to shrink, drop handled ones sooner. */
+	if (++tg->ndone >= 100 && tg->poll_blocked)
+		tg_timer_usec(tg->flush_ev, 0);
+	else if (!evtimer_pending(tg->flush_ev, NULL))
 		tg_timer_usec(tg->flush_ev, TG_FLUSH_USEC);
 }
 
