@@ -122,6 +122,7 @@ struct tg {
 	char *journal_path;
 	char *lock_path;
 	int lock_fd;                    /* flock'ed while this worker owns the journal */
+	int begun;                      /* the journal is ours and loaded */
 	char *token;
 	char *api_url;
 	unsigned poll_timeout;
@@ -1210,7 +1211,7 @@ tg_retry_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (tg->stopping)
 		return;
-	if (tg->lock_fd < 0)
+	if (!tg->begun)
 		tg_begin(tg);
 	else if (!tg->have_me)
 		tg_getme(tg);
@@ -1660,6 +1661,7 @@ tg_begin(struct tg *tg)
 		return;
 	}
 	tg->fails = 0;
+	tg->begun = 1;
 	tg_journal_load(tg);
 	tg_set_state(tg, PLAT_CONNECTING, NULL);
 	tg_getme(tg);
@@ -1735,8 +1737,11 @@ tg_stop_check(struct tg *tg)
 		u->typing = NULL;
 	while (!LIST_EMPTY(&tg->typing))
 		tg_typing_free(LIST_FIRST(&tg->typing));
-	tg_flush(tg);
-	tg_journal_compact(tg);
+	if (tg->begun) {
+		/* Only the worker holding the lock may write the journal. */
+		tg_flush(tg);
+		tg_journal_compact(tg);
+	}
 	tg_set_state(tg, PLAT_STOPPED, NULL);
 	if (event_base_once(tg->base, -1, EV_TIMEOUT, tg_stopped_cb, tg, NULL) < 0)
 		fatalx("%s: event_base_once failed", tg->name);
@@ -1755,6 +1760,10 @@ tg_stop(void *self, plat_stopped_fn cb, void *arg)
 {
 	struct tg *tg = self;
 
+	if (tg->stopping) {
+		log_warnx("%s: stop called twice", tg->name);
+		return;
+	}
 	tg->stopping = 1;
 	tg->stop_cb = cb;
 	tg->stop_arg = arg;
