@@ -1473,12 +1473,16 @@ tg_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg)
 	if (msg->thread_id != NULL && msg->thread_id[0] != '\0')
 		s->thread_id = xstrdup(msg->thread_id);
 	if (msg->reply_to != NULL) {
-		/* Our message ids are "<chat>:<message_id>". */
+		/* Our message ids are "<chat>:<message_id>"; a reply stays in its chat. */
 		p = strrchr(msg->reply_to, ':');
-		p = p != NULL ? p + 1 : msg->reply_to;
+		if (p != NULL && ((size_t)(p - msg->reply_to) != strlen(msg->chat_id) ||
+		    strncmp(msg->reply_to, msg->chat_id, (size_t)(p - msg->reply_to)) != 0))
+			p = NULL;
+		else
+			p = p != NULL ? p + 1 : msg->reply_to;
 		errno = 0;
-		reply = strtoll(p, &end, 10);
-		if (errno != 0 || *end != '\0' || end == p || reply <= 0)
+		reply = p != NULL ? strtoll(p, &end, 10) : 0;
+		if (p == NULL || errno != 0 || *end != '\0' || end == p || reply <= 0)
 			reply = 0;
 	}
 	s->reply_to = reply;
