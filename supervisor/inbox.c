@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -60,6 +61,31 @@ scan_cmsgs(struct msghdr *mh)
 	return cred;
 }
 
+/* Logs a dropped datagram, at most once a second, so a flood cannot flood the log. */
+static void __attribute__((format(printf, 1, 2)))
+dropped(const char *fmt, ...)
+{
+	static uint64_t last;
+	static unsigned suppressed;
+	uint64_t now = mono_usec();
+	char msg[256];
+	va_list ap;
+
+	if (last != 0 && now - last < 1000000) {
+		suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (suppressed > 0)
+		log_warnx("notify: %s (and %u more dropped before)", msg, suppressed);
+	else
+		log_warnx("notify: %s", msg);
+	last = now;
+	suppressed = 0;
+}
+
 int
 inbox_recv(int fd, pid_t pid, struct notify_msg *m)
 {
@@ -84,16 +110,16 @@ inbox_recv(int fd, pid_t pid, struct notify_msg *m)
 		return -1;
 	cred = scan_cmsgs(&mh);
 	if (cred == NULL || pid <= 0 || cred->pid != pid) {
-		log_warnx("notify: dropped a datagram from pid %ld (not the worker %ld)",
+		dropped("dropped a datagram from pid %ld (not the worker %ld)",
 		    cred != NULL ? (long)cred->pid : -1L, (long)pid);
 		return 0;
 	}
 	if ((mh.msg_flags & MSG_TRUNC) || (size_t)n > NOTIFY_MAX_DGRAM) {
-		log_warnx("notify: dropped an oversized datagram (%zd bytes)", n);
+		dropped("dropped an oversized datagram (%zd bytes)", n);
 		return 0;
 	}
 	if (notify_parse(buf, (size_t)n, m, &why) < 0) {
-		log_warnx("notify: dropped a malformed datagram (%s): \"%s\"", why,
+		dropped("dropped a malformed datagram (%s): \"%s\"", why,
 		    log_escape(esc, sizeof(esc), buf, (size_t)n));
 		return 0;
 	}

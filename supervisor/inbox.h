@@ -3,7 +3,8 @@
  *
  * A datagram socket with SO_PASSCRED: only datagrams whose SCM_CREDENTIALS
  * carry the current worker's pid are accepted; everything else (another
- * sender, a malformed or oversized datagram) is dropped and logged.
+ * sender, a malformed or oversized datagram) is dropped and logged (at most
+ * once a second, with a count of what was dropped in between).
  */
 #ifndef HERMES_SUP_INBOX_H
 #define HERMES_SUP_INBOX_H

@@ -92,7 +92,6 @@ run(const struct sup_args *a, const char *rundir)
 
 	listen_inherit(&ls);            /* before any fork: LISTEN_PID is our pid */
 	upstream_init();
-	open_listeners(a, &ls);
 	if (argv == NULL)
 		argv = default_worker(a->config);
 	if (mkdir_p(rundir, 0755) < 0)
@@ -100,6 +99,7 @@ run(const struct sup_args *a, const char *rundir)
 	if (detach)
 		dfd = control_daemonize();
 	(void)control_lock(rundir, a->replace, a->stop_timeout + 5000000);
+	open_listeners(a, &ls);         /* after the lock: a replaced one frees its ports */
 	if (detach) {
 		logpath = xasprintf("%s/supervisor.log", rundir);
 		log_init("hermes-supervisor", logpath);

@@ -46,6 +46,7 @@ struct sup {
 	int recycle;                    /* respawn at once when the worker ends */
 	int quitting, done, exit_code;
 	int dirty;                      /* the state file needs rewriting */
+	int sweeping;                   /* killing what an ended worker left behind */
 	const char *kill_cause;         /* why we SIGKILLed the worker, or NULL */
 	uint64_t wd_usec, up_wd_usec, reset_usec;
 	uint64_t ready_at;
@@ -202,6 +203,19 @@ describe_exit(struct sup *s, int status, int exec_err)
 
 static void drain_notify(struct sup *s);
 
+/*
+ * Kills the orphans an ended worker left to us (the subreaper): e.g. a
+ * grandchild that called setsid() escapes the group kill.  Killing one can
+ * reparent its own children to us, so this repeats on every reap until a
+ * pass finds nothing; a live worker's own helpers are left alone otherwise.
+ */
+static void
+sweep(struct sup *s)
+{
+	if (s->sweeping && spawn_kill_orphans(s->worker) == 0)
+		s->sweeping = 0;
+}
+
 /* The worker's main process ended: clean up its group, then apply the policy. */
 static void
 worker_ended(struct sup *s, int status)
@@ -216,7 +230,8 @@ worker_ended(struct sup *s, int status)
 	was_ready = s->was_ready && exec_err == 0;
 	s->worker = 0;
 	s->wd_deadline = s->stop_deadline = 0;
-	spawn_kill_orphans(0);
+	s->sweeping = 1;
+	sweep(s);
 	if (s->quitting) {
 		finish(s, s->exit_code);
 	} else if (s->recycle) {
@@ -303,13 +318,14 @@ handle_msg(struct sup *s, const struct notify_msg *m)
 		publish(s);
 }
 
+/* Reads what the worker said; a bounded batch, so a flood cannot starve the loop. */
 static void
 drain_notify(struct sup *s)
 {
 	struct notify_msg m;
-	int r;
+	int r, n = 0;
 
-	while ((r = inbox_recv(s->nfd, s->worker, &m)) >= 0)
+	while (n++ < 256 && (r = inbox_recv(s->nfd, s->worker, &m)) >= 0)
 		if (r == 1)
 			handle_msg(s, &m);
 }
@@ -358,7 +374,7 @@ reap(struct sup *s)
 			worker_ended(s, status);
 		} else {
 			log_debug("reaped process %ld", (long)pid);
-			spawn_kill_orphans(s->worker);
+			sweep(s);
 		}
 	}
 }

@@ -215,6 +215,27 @@ def test_grandchildren_are_killed_on_stop(sup, tmp_path):
     wait_for(lambda: not alive(gp) and not alive(sp), what="grandchildren killed")
 
 
+def test_live_workers_daemons_are_left_alone_until_it_ends(sup, tmp_path):
+    # Two daemons double-forked by the worker are orphans of the subreaper from
+    # the start.  One dying must not get the other killed while the worker lives.
+    f = str(tmp_path / "d")
+    s = sup("--ready", "--daemons", f)
+    s.wait_state("ready")
+    d1, d2 = wait_for(lambda: [int(x) for x in open(f).read().split()]
+                      if os.path.exists(f) else None)
+    s.extra_pids += [d1, d2]
+    ppid = lambda p: int(open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()[1])
+    wait_for(lambda: ppid(d1) == s.pid and ppid(d2) == s.pid)   # the subreaper's now
+    os.kill(d1, signal.SIGKILL)
+    wait_for(lambda: not alive(d1))
+    time.sleep(0.3)
+    assert alive(d2)
+    s.signal(signal.SIGHUP)         # the worker ends: now its leftovers go
+    s.wait_state("ready", generation=1)
+    wait_for(lambda: not alive(d2), what="daemon killed after its worker ended")
+    s.extra_pids += [int(x) for x in open(f).read().split()]
+
+
 def test_worker_dies_when_supervisor_is_sigkilled(sup):
     s = sup("--ready")
     s.wait_state("ready")
@@ -273,6 +294,27 @@ def test_notify_from_another_process_is_ignored(sup):
     time.sleep(0.1)
     assert s.state()["state"] == "starting"
     assert "forged" not in s.state()["worker_status"]
+
+
+def test_notify_flood_neither_starves_the_loop_nor_the_log(sup):
+    s = sup("--ready")
+    s.wait_state("ready")
+    path = os.path.join(s.run, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as c:
+        c.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            try:
+                c.sendto(b"READY=1", path)
+                sent += 1
+            except BlockingIOError:
+                time.sleep(0.001)
+    assert sent > 1000
+    s.signal(signal.SIGHUP)
+    s.wait_state("ready", generation=1)
+    assert s.logtext().count("dropped a datagram") <= 5
+    assert "more dropped before" in s.logtext()
 
 
 @pytest.mark.parametrize("msg,why", [

@@ -121,6 +121,20 @@ def test_replace_takes_over(sup):
     assert b.ctl("status").returncode == 0
 
 
+def test_replace_takes_over_the_listen_port(sup):
+    port = free_port()
+    listen = ["--listen", "web=127.0.0.1:%d" % port]
+    a = sup("--ready", "--serve", sup_args=listen)
+    a.wait_state("ready")
+    b = sup("--ready", "--serve", sup_args=listen + ["--replace"])
+    assert a.wait_exit() == 0
+    wait_for(lambda: b.state().get("supervisor_pid") == str(b.pid) and
+             b.state().get("state") == "ready", what="new supervisor ready")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.settimeout(10)
+        assert c.recv(100).decode().startswith("gen 0 pid %d " % b.worker_pid())
+
+
 # --- daemon mode ---------------------------------------------------------------------------
 
 def test_daemon_mode_detaches_with_pidfile_and_log(build, tmp_path):
