@@ -2,6 +2,7 @@
 """Telegram benchmark: fake Bot API -> hermes-worker (echo agent) -> sendMessage.
 
     /usr/bin/python3 tests/bench/tg_bench.py build [-n 2000] [--chats 50] [--restarts 20]
+    /usr/bin/python3 tests/bench/tg_bench.py build --c-fake [-n 20000] [--chats 50]
 
 Runs the real hermes-supervisor and hermes-worker against
 tests/fakes/fake_telegram.py (HTTPS with a test CA) and measures:
@@ -13,7 +14,18 @@ tests/fakes/fake_telegram.py (HTTPS with a test CA) and measures:
      another chat; time from the /restart to that message's answer (sent by
      the next worker), and to the "Gateway online" notice; p50/p99.
 Timestamps are the fake's own clock (time.time() when each request arrived).
+
+With --c-fake, throughput is measured against build/bench/tg_fakebench, a
+minimal Bot API server in C (libevent + OpenSSL), so that the Python fake's
+own cost is out of the way; it generates the N updates itself and times from
+their release to the last answer.
 """
+import json
+import select
+import shutil
+import signal
+import subprocess
+import types
 import argparse
 import os
 import pathlib
@@ -92,15 +104,70 @@ def restarts(fake, con, k):
     return to_answer, to_online
 
 
+def c_fake_throughput(build, tmp, n, chats):
+    """Throughput against the C fake: returns its result line and the worker's CPU."""
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+    token = "123456:TEST-token_abcdefghijklmnopqrstuvwxyz"
+    fake = subprocess.Popen([str(build / "bench" / "tg_fakebench"), "--cert",
+                             str(tmp / "server.pem"), "--key", str(tmp / "server.pem"),
+                             "--token", token, "-n", str(n), "--chats", str(chats)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(fake.stdout.readline().split()[1])
+        info = types.SimpleNamespace(token=token, api_url=f"https://127.0.0.1:{port}",
+                                     ca=str(tmp / "ca.pem"))
+        cport = free_port()
+        cfg = tg_config(tmp, cport, info, telegram={"poll_timeout": 30})
+        with SupervisorProc(build, cfg, tmp) as sup:
+            con = Console(cport)
+            con.wait_ready()
+            worker = con.status()["worker_pid"]
+            w0, f0 = cpu_seconds(worker), cpu_seconds(fake.pid)
+            f_cpu = None
+            ready, _, _ = select.select([fake.stdout], [], [], 600)
+            if not ready:
+                raise TimeoutError("the C fake saw no end; worker log:\n" + sup.log()[-3000:])
+            line = fake.stdout.readline().strip()
+            w1 = cpu_seconds(worker)
+            fake.wait(timeout=60)
+            assert sup.alive()
+        return line, w1 - w0, f_cpu
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+            fake.wait()
+
+
 def main():
+    # A SIGTERM (e.g. from timeout(1)) unwinds, so every process started is stopped.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--chats", type=int, default=50)
     ap.add_argument("--restarts", type=int, default=20)
+    ap.add_argument("--c-fake", action="store_true")
     a = ap.parse_args()
     build = pathlib.Path(a.build).resolve()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="tg-bench-"))
+    try:
+        run(a, build, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a, build, tmp):
+    if a.c_fake:
+        line, wcpu, _ = c_fake_throughput(build, tmp, a.n, a.chats)
+        f = line.split()
+        print(f"C fake: {f[1]} messages over {a.chats} chats in {f[3]} s = {f[5]} msgs/s "
+              f"(duplicates {f[7]}, typing actions {f[9]}); worker CPU {wcpu:.2f} s = "
+              f"{wcpu / int(f[1]) * 1000:.2f} ms per message")
+        return
     with FakeTelegram(tmp) as fake:
         port = free_port()
         cfg = tg_config(tmp, port, fake, telegram={"poll_timeout": 30})

@@ -305,8 +305,15 @@ def test_second_worker_on_the_same_state_dir_waits(gw, fake, tmp_path):
     b, con_b = gw(wait_up=False)
     p = wait_tg_state(con_b, "backoff", "telegram.lock")
     assert str(tmp_path) in p["detail"]
+    # A message A has not answered yet stays in A's journal, whatever B does.
+    journal = tmp_path / "state" / "telegram.journal"
     fake.message(chat_id=USER, user_id=USER, text="one worker answers")
     fake.wait_text("one worker answers")
+    before = journal.read_text()
+    b2, con_b2 = gw(wait_up=False)
+    wait_tg_state(con_b2, "backoff", "telegram.lock")
+    assert b2.stop() == 0
+    assert journal.read_text().startswith(before[:40])
     assert a.stop() == 0
     wait_tg_state(con_b, "up", timeout=30)
     fake.message(chat_id=USER, user_id=USER, text="now the other")

@@ -51,7 +51,8 @@
 #define TG_OFFSET_STALE_SEC     (6 * 24 * 3600)
 #define TG_SEND_ATTEMPTS        5
 #define TG_SEND_TIMEOUT         30.0
-#define TG_MAX_INFLIGHT         64
+#define TG_MAX_INFLIGHT         8
+#define TG_MAX_TYPING_INFLIGHT  4               /* best effort: skipped beyond, the timer retries */
 #define TG_CHAT_BURST           3.0
 #define TG_TYPING_USEC          4000000
 #define TG_FLUSH_USEC           200000
@@ -121,6 +122,7 @@ struct tg {
 	char *journal_path;
 	char *lock_path;
 	int lock_fd;                    /* flock'ed while this worker owns the journal */
+	int begun;                      /* the journal is ours and loaded */
 	char *token;
 	char *api_url;
 	unsigned poll_timeout;
@@ -141,6 +143,7 @@ struct tg {
 	size_t journal_size;
 	int journal_broken;             /* an append failed: write a snapshot instead */
 	int poll_blocked;
+	size_t ndone;                   /* handled, not yet dropped from the list */
 
 	struct http_call *poll_call;
 	struct http_call *me_call;
@@ -156,6 +159,7 @@ struct tg {
 	double gtokens;
 	uint64_t grefill_usec;
 	unsigned inflight;
+	unsigned typing_inflight;
 	TAILQ_HEAD(tg_chat_list, tg_chat) chats;
 	LIST_HEAD(, tg_typing) typing;
 	int pumping;                    /* tg_pump is running: a nested call only asks again */
@@ -820,6 +824,7 @@ tg_flush(struct tg *tg)
 	struct tg_update *u, *next;
 	char line[48];
 
+	tg->ndone = 0;
 	for (u = TAILQ_FIRST(&tg->updates); u != NULL; u = next) {
 		next = TAILQ_NEXT(u, link);
 		if (!u->done)
@@ -855,6 +860,7 @@ tg_typing_done(void *arg, const struct http_response *r)
 
 	(void)r;
 	t->call = NULL;
+	t->tg->typing_inflight--;
 }
 
 static void
@@ -862,14 +868,18 @@ tg_typing_send(struct tg_typing *t)
 {
 	cJSON *body = cJSON_CreateObject();
 
-	if (t->call != NULL)
+	if (t->call != NULL || t->tg->typing_inflight >= TG_MAX_TYPING_INFLIGHT) {
+		cJSON_Delete(body);
 		return;
+	}
 	if (body == NULL || cJSON_AddStringToObject(body, "action", "typing") == NULL)
 		fatalx("out of memory");
 	tg_add_id(body, "chat_id", t->chat_id);
 	if (t->thread_id != NULL)
 		tg_add_id(body, "message_thread_id", t->thread_id);
 	t->call = tg_call(t->tg, "sendChatAction", body, 10.0, TG_API_MAX_BODY, tg_typing_done, t);
+	if (t->call != NULL)
+		t->tg->typing_inflight++;
 }
 
 static void
@@ -911,8 +921,10 @@ static void
 tg_typing_free(struct tg_typing *t)
 {
 	LIST_REMOVE(t, link);
-	if (t->call != NULL)
+	if (t->call != NULL) {
 		http_cancel(t->call);
+		t->tg->typing_inflight--;
+	}
 	event_free(t->timer);
 	free(t->chat_id);
 	free(t->thread_id);
@@ -942,7 +954,10 @@ tg_on_done(void *arg)
 		tg_typing_unref(u->typing);
 		u->typing = NULL;
 	}
-	if (!evtimer_pending(tg->flush_ev, NULL))
+	/* While polling waits for the backlog to shrink, drop handled ones sooner. */
+	if (++tg->ndone >= 100 && tg->poll_blocked)
+		tg_timer_usec(tg->flush_ev, 0);
+	else if (!evtimer_pending(tg->flush_ev, NULL))
 		tg_timer_usec(tg->flush_ev, TG_FLUSH_USEC);
 }
 
@@ -1196,7 +1211,7 @@ tg_retry_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (tg->stopping)
 		return;
-	if (tg->lock_fd < 0)
+	if (!tg->begun)
 		tg_begin(tg);
 	else if (!tg->have_me)
 		tg_getme(tg);
@@ -1458,12 +1473,16 @@ tg_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg)
 	if (msg->thread_id != NULL && msg->thread_id[0] != '\0')
 		s->thread_id = xstrdup(msg->thread_id);
 	if (msg->reply_to != NULL) {
-		/* Our message ids are "<chat>:<message_id>". */
+		/* Our message ids are "<chat>:<message_id>"; a reply stays in its chat. */
 		p = strrchr(msg->reply_to, ':');
-		p = p != NULL ? p + 1 : msg->reply_to;
+		if (p != NULL && ((size_t)(p - msg->reply_to) != strlen(msg->chat_id) ||
+		    strncmp(msg->reply_to, msg->chat_id, (size_t)(p - msg->reply_to)) != 0))
+			p = NULL;
+		else
+			p = p != NULL ? p + 1 : msg->reply_to;
 		errno = 0;
-		reply = strtoll(p, &end, 10);
-		if (errno != 0 || *end != '\0' || end == p || reply <= 0)
+		reply = p != NULL ? strtoll(p, &end, 10) : 0;
+		if (p == NULL || errno != 0 || *end != '\0' || end == p || reply <= 0)
 			reply = 0;
 	}
 	s->reply_to = reply;
@@ -1646,6 +1665,7 @@ tg_begin(struct tg *tg)
 		return;
 	}
 	tg->fails = 0;
+	tg->begun = 1;
 	tg_journal_load(tg);
 	tg_set_state(tg, PLAT_CONNECTING, NULL);
 	tg_getme(tg);
@@ -1721,8 +1741,11 @@ tg_stop_check(struct tg *tg)
 		u->typing = NULL;
 	while (!LIST_EMPTY(&tg->typing))
 		tg_typing_free(LIST_FIRST(&tg->typing));
-	tg_flush(tg);
-	tg_journal_compact(tg);
+	if (tg->begun) {
+		/* Only the worker holding the lock may write the journal. */
+		tg_flush(tg);
+		tg_journal_compact(tg);
+	}
 	tg_set_state(tg, PLAT_STOPPED, NULL);
 	if (event_base_once(tg->base, -1, EV_TIMEOUT, tg_stopped_cb, tg, NULL) < 0)
 		fatalx("%s: event_base_once failed", tg->name);
@@ -1741,6 +1764,10 @@ tg_stop(void *self, plat_stopped_fn cb, void *arg)
 {
 	struct tg *tg = self;
 
+	if (tg->stopping) {
+		log_warnx("%s: stop called twice", tg->name);
+		return;
+	}
 	tg->stopping = 1;
 	tg->stop_cb = cb;
 	tg->stop_arg = arg;
