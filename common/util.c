@@ -182,8 +182,9 @@ fsync_parent(const char *path)
 	}
 }
 
-int
-write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
+/* Writes a temporary file and renames it over path; fsyncs both when durable. */
+static int
+replace_file(const char *path, const void *data, size_t len, unsigned mode, int durable)
 {
 	char tmp[PATH_MAX];
 	int fd, saved;
@@ -195,7 +196,7 @@ write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
 	if (fd < 0)
 		return -1;
-	if (write_all(fd, data, len) < 0 || fsync(fd) < 0)
+	if (write_all(fd, data, len) < 0 || (durable && fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -205,7 +206,8 @@ write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
 		fd = -1;
 		goto fail;
 	}
-	fsync_parent(path);
+	if (durable)
+		fsync_parent(path);
 	return 0;
 fail:
 	saved = errno;
@@ -214,6 +216,52 @@ fail:
 	unlink(tmp);
 	errno = saved;
 	return -1;
+}
+
+int
+write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+	return replace_file(path, data, len, mode, 1);
+}
+
+int
+write_file_replace(const char *path, const void *data, size_t len, unsigned mode)
+{
+	return replace_file(path, data, len, mode, 0);
+}
+
+int
+sync_dir(const char *dir)
+{
+	int fd, r, saved;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	r = syncfs(fd);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
+int
+buf_append(char **buf, size_t *len, size_t *cap, size_t max, const char *s, size_t n)
+{
+	if (n > max || *len > max - n)
+		return -1;
+	if (*len + n + 1 > *cap) {
+		size_t ncap = *cap ? *cap : 256;
+
+		while (ncap < *len + n + 1)
+			ncap *= 2;
+		*buf = xrealloc(*buf, ncap);
+		*cap = ncap;
+	}
+	memcpy(*buf + *len, s, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return 0;
 }
 
 char *

@@ -42,6 +42,21 @@ int parse_u64(const char *s, uint64_t max, uint64_t *out);
  * new file's permission.  Returns 0, or -1 with errno set.
  */
 int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/*
+ * The same without the fsyncs: readers never see a torn file, but the
+ * newest content may be lost in a power cut.  For state saved often on
+ * the event loop, made durable at teardown by sync_dir().
+ */
+int write_file_replace(const char *path, const void *data, size_t len, unsigned mode);
+/* Flushes the file system holding dir to disk (syncfs).  Returns 0 or -1. */
+int sync_dir(const char *dir);
+
+/*
+ * Appends n bytes to the growable NUL-terminated buffer *buf of length
+ * *len and capacity *cap, never letting it exceed max bytes.  Returns 0,
+ * or -1 (nothing appended) when it would.
+ */
+int buf_append(char **buf, size_t *len, size_t *cap, size_t max, const char *s, size_t n);
 
 /*
  * Reads a whole file of at most max bytes into a NUL-terminated buffer

@@ -377,26 +377,6 @@ openai_whole_response(struct openai_call *oc, const char *body, size_t len)
 	cJSON_Delete(root);
 }
 
-/* Appends bytes to a capped buffer; -1 when over cap. */
-static int
-openai_append(char **buf, size_t *len, size_t *cap, size_t max, const char *s, size_t n)
-{
-	if (n > max || *len > max - n)
-		return -1;
-	if (*len + n + 1 > *cap) {
-		size_t ncap = *cap ? *cap : 1024;
-
-		while (ncap < *len + n + 1)
-			ncap *= 2;
-		*buf = xrealloc(*buf, ncap);
-		*cap = ncap;
-	}
-	memcpy(*buf + *len, s, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
 /* Handles one streamed chunk object: a delta, a finish, or an error. */
 static int
 openai_stream_object(struct openai_call *oc, const cJSON *root)
@@ -417,7 +397,7 @@ openai_stream_object(struct openai_call *oc, const cJSON *root)
 	delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
 	content = cJSON_GetObjectItemCaseSensitive(delta, "content");
 	if (cJSON_IsString(content) &&
-	    openai_append(&oc->reply, &oc->reply_len, &oc->reply_cap, OPENAI_MAX_REPLY,
+	    buf_append(&oc->reply, &oc->reply_len, &oc->reply_cap, OPENAI_MAX_REPLY,
 	    content->valuestring, strlen(content->valuestring)) < 0) {
 		oc->fail = xasprintf("the reply is larger than %d bytes", OPENAI_MAX_REPLY);
 		return 1;
@@ -460,7 +440,7 @@ openai_chunk(void *arg, const char *data, size_t len)
 	struct openai_call *oc = arg;
 	int r;
 
-	if (oc->events == 0 && openai_append(&oc->raw, &oc->raw_len, &oc->raw_cap,
+	if (oc->events == 0 && buf_append(&oc->raw, &oc->raw_len, &oc->raw_cap,
 	    OPENAI_MAX_RESPONSE, data, len) < 0) {
 		free(oc->raw);
 		oc->raw = NULL;

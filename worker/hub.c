@@ -1174,6 +1174,9 @@ stop_end(struct hub *h)
 	event_del(h->phase_ev);
 	h->phase = PH_DONE;
 	flush_now(h);
+	/* One syncfs makes every state file written without fsync durable. */
+	if (sync_dir(h->state_dir) < 0)
+		log_warn("syncing %s", h->state_dir);
 	log_info("teardown finished (exit %d)", h->exit_code);
 	if (h->cb.finished != NULL)
 		h->cb.finished(h->cb.arg, h->exit_code);

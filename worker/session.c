@@ -201,50 +201,6 @@ session_dirty(const struct session *s)
 	return s->dirty;
 }
 
-/*
- * Writes the history to a temporary file and renames it over the old one:
- * atomic, but not fsynced.  Histories are saved often and a lost last turn
- * after a power cut is acceptable; an fsync per session per save would
- * stall the event loop.
- */
-static int
-write_replace(const char *path, const char *text)
-{
-	char *tmp = xasprintf("%s.tmp", path);
-	size_t len = strlen(text), off = 0;
-	int fd, saved;
-
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		goto fail;
-	while (off < len) {
-		ssize_t n = write(fd, text + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		off += (size_t)n;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0)
-		goto fail;
-	free(tmp);
-	return 0;
-fail:
-	saved = errno;
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	free(tmp);
-	errno = saved;
-	return -1;
-}
-
 int
 session_save(struct session *s)
 {
@@ -256,7 +212,11 @@ session_save(struct session *s)
 	text = cJSON_PrintUnformatted(s->history);
 	if (text == NULL)
 		fatalx("out of memory");
-	r = write_replace(s->path, text);
+	/*
+	 * Atomic but not fsynced: histories are saved often from the event
+	 * loop, and the hub makes them durable once, at teardown.
+	 */
+	r = write_file_replace(s->path, text, strlen(text), 0600);
 	free(text);
 	if (r == 0)
 		s->dirty = 0;

@@ -52,26 +52,6 @@ sse_free(struct sse_parser *p)
 	free(p);
 }
 
-/* Appends n bytes to a growing buffer of at most max bytes; -1 when over. */
-static int
-sse_append(char **buf, size_t *len, size_t *cap, size_t max, const char *s, size_t n)
-{
-	if (n > max || *len > max - n)
-		return -1;
-	if (*len + n + 1 > *cap) {
-		size_t ncap = *cap ? *cap : 256;
-
-		while (ncap < *len + n + 1)
-			ncap *= 2;
-		*buf = xrealloc(*buf, ncap);
-		*cap = ncap;
-	}
-	memcpy(*buf + *len, s, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
 /* Dispatches the gathered event (if any data) and resets it. */
 static int
 sse_dispatch(struct sse_parser *p)
@@ -123,8 +103,8 @@ sse_line(struct sse_parser *p, const char *line, size_t n)
 		vlen--;
 	}
 	if (flen == 4 && memcmp(line, "data", 4) == 0) {
-		if (sse_append(&p->data, &p->data_len, &p->data_cap, p->max, v, vlen) < 0 ||
-		    sse_append(&p->data, &p->data_len, &p->data_cap, p->max, "\n", 1) < 0)
+		if (buf_append(&p->data, &p->data_len, &p->data_cap, p->max, v, vlen) < 0 ||
+		    buf_append(&p->data, &p->data_len, &p->data_cap, p->max, "\n", 1) < 0)
 			return -1;
 		p->has_data = 1;
 	} else if (flen == 5 && memcmp(line, "event", 5) == 0) {
@@ -162,7 +142,7 @@ sse_feed(struct sse_parser *p, const char *buf, size_t len)
 			size_t have = p->line_len;
 
 			if ((unsigned char)buf[i] == (unsigned char)bom[have] && have < 3) {
-				if (sse_append(&p->line, &p->line_len, &p->line_cap, p->max,
+				if (buf_append(&p->line, &p->line_len, &p->line_cap, p->max,
 				    buf + i, 1) < 0)
 					return p->failed = -1;
 				i++;
@@ -194,7 +174,7 @@ sse_feed(struct sse_parser *p, const char *buf, size_t len)
 
 			while (j < len && buf[j] != '\n' && buf[j] != '\r')
 				j++;
-			if (sse_append(&p->line, &p->line_len, &p->line_cap, p->max,
+			if (buf_append(&p->line, &p->line_len, &p->line_cap, p->max,
 			    buf + i, j - i) < 0)
 				return p->failed = -1;
 			i = j;
