@@ -82,7 +82,7 @@ $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(WORKER_LIB) $(SUP_LIB) $(COMMON_L
 $(BUILD)/fixtures/%: $(call obj,tests/fixtures/%.c) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
-$(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(COMMON_LIB)
+$(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(WORKER_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS) -lm
 

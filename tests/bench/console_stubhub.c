@@ -5,14 +5,17 @@
  * evhttp cost per round trip, without sessions, history or an agent.
  *
  *   console_stubhub PORT STATE_DIR      (SIGTERM/SIGINT: stop and exit)
- *
- * The platform's sources are compiled in directly; benchmarks link
- * libcommon only.
  */
-#include "worker/platforms/console.c"
-#include "worker/platforms/console_page.c"
-
 #include <signal.h>
+#include <stdlib.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "hub.h"
+#include "log.h"
+#include "platforms/console.h"
+#include "util.h"
 
 static void *plat;
 static struct event_base *ev_base;

@@ -8,22 +8,37 @@
  * A forked child runs the servers (evhttp, plain and TLS with a throwaway
  * CA made by the openssl tool; an SSE chat-completions endpoint), so the
  * client's loop has its own process.  Prints requests/s and p50/p99
- * latency per scenario.  The sources under test are compiled in directly
- * (benchmarks link libcommon only).
+ * latency per scenario.
  */
-#include "worker/net/http.c"
-#include "worker/net/sse.c"
-#include "worker/net/tls.c"
-#include "worker/agent.c"
-#include "worker/agent_echo.c"
-#include "worker/agent_exec.c"
-#include "worker/agent_openai.c"
 
+#include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "agent.h"
+#include "log.h"
+#include "net/http.h"
+#include "net/tls.h"
+#include "util.h"
 
 /* The benchmark needs no secrets: the environment only. */
 char *
