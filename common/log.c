@@ -15,6 +15,7 @@ static const char *log_prog = "hermes";
 static char log_path[4096];
 static int log_fd = STDERR_FILENO;
 static int log_journal;
+static int log_tagged = 1;
 static int log_verbose;
 
 void
@@ -22,6 +23,12 @@ log_init(const char *progname, const char *path)
 {
 	log_prog = progname;
 	log_journal = getenv("JOURNAL_STREAM") != NULL && path == NULL;
+	/*
+	 * journald tags a stream with the name and pid of the process that
+	 * opened it: the service's main process.  Its own lines need no tag;
+	 * a supervised worker writing to the same stream keeps its own.
+	 */
+	log_tagged = !log_journal || getenv("HERMES_SUPERVISOR_PID") != NULL;
 	if (getenv("HERMES_DEBUG") != NULL)
 		log_verbose = 1;
 	if (path == NULL) {
@@ -73,9 +80,11 @@ log_vemit(int prio, int with_errno, int saved, const char *fmt, va_list ap)
 		localtime_r(&ts.tv_sec, &tm);
 		n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S ", &tm);
 	}
-	r = snprintf(line + n, sizeof(line) - n, "%s[%ld]: ", log_prog, (long)getpid());
-	if (r > 0)
-		n += (size_t)r;
+	if (log_tagged) {
+		r = snprintf(line + n, sizeof(line) - n, "%s[%ld]: ", log_prog, (long)getpid());
+		if (r > 0)
+			n += (size_t)r;
+	}
 	if (n < sizeof(line)) {
 		r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 		if (r > 0)
