@@ -56,6 +56,7 @@
 #define TG_CHAT_BURST           3.0
 #define TG_TYPING_USEC          4000000
 #define TG_FLUSH_USEC           200000
+#define TG_DONE_USEC            2000            /* gathers "done" journal lines */
 #define TG_STOP_USEC            3000000
 #define TG_BACKOFF_MIN_USEC     1000000
 
@@ -143,6 +144,10 @@ struct tg {
 	size_t journal_size;
 	int journal_broken;             /* an append failed: write a snapshot instead */
 	int poll_blocked;
+	char *done_buf;                 /* "done" lines not yet written */
+	size_t done_len;
+	size_t done_cap;
+	struct event *done_ev;
 	size_t ndone;                   /* handled, not yet dropped from the list */
 
 	struct http_call *poll_call;
@@ -609,8 +614,8 @@ tg_classify(struct tg *tg, const struct http_response *r, cJSON **doc, const cJS
  * appends one {"update":{...}} line per update and an {"offset":N,"time":T}
  * line (T: when the batch arrived), fdatasync'ed
  * before the next getUpdates confirms the batch to Telegram; each handled
- * update appends {"done":ID} (not synced: losing one only means a replay
- * the hub recognizes).  When the file grows past TG_JOURNAL_COMPACT it is
+ * update appends {"done":ID} at once (not synced: only a machine crash can
+ * lose one, and that means a replay the hub recognizes).  When the file grows past TG_JOURNAL_COMPACT it is
  * rewritten atomically as a single snapshot, as it is at start and stop.
  * Appending keeps the cost of a batch independent of the backlog.
  */
@@ -669,6 +674,35 @@ tg_journal_append(struct tg *tg, const char *line)
 		log_warn("%s: appending to %s", tg->name, tg->journal_path);
 	}
 	tg->journal_broken = 1;
+}
+
+/* Writes the "done" lines gathered on this loop turn (see tg_on_done). */
+static void
+tg_journal_done(struct tg *tg)
+{
+	ssize_t n;
+
+	if (tg->done_len == 0)
+		return;
+	if (tg->journal_fd >= 0) {
+		n = write(tg->journal_fd, tg->done_buf, tg->done_len);
+		if (n == (ssize_t)tg->done_len)
+			tg->journal_size += tg->done_len;
+		else {
+			log_warn("%s: appending to %s", tg->name, tg->journal_path);
+			tg->journal_broken = 1;
+		}
+	} else
+		tg->journal_broken = 1;
+	tg->done_len = 0;
+}
+
+static void
+tg_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	tg_journal_done(arg);
 }
 
 /* Makes the appended lines durable (or writes a snapshot when appending failed). */
@@ -817,21 +851,18 @@ tg_journal_load(struct tg *tg)
 	tg_journal_compact(tg);
 }
 
-/* Drops handled updates (journaling them) and compacts a journal grown too big. */
+/* Drops handled updates from memory and compacts a journal grown too big. */
 static void
 tg_flush(struct tg *tg)
 {
 	struct tg_update *u, *next;
-	char line[48];
 
 	tg->ndone = 0;
+	tg_journal_done(tg);
 	for (u = TAILQ_FIRST(&tg->updates); u != NULL; u = next) {
 		next = TAILQ_NEXT(u, link);
-		if (!u->done)
-			continue;
-		snprintf(line, sizeof(line), "{\"done\":%" PRId64 "}", u->id);
-		tg_journal_append(tg, line);
-		tg_update_free(tg, u);
+		if (u->done)
+			tg_update_free(tg, u);
 	}
 	if (tg->journal_broken || tg->journal_size > TG_JOURNAL_COMPACT) {
 		tg->journal_broken = 0;
@@ -946,10 +977,25 @@ tg_on_done(void *arg)
 {
 	struct tg_update *u = arg;
 	struct tg *tg = u->tg;
+	char line[48];
+	int n;
 
 	if (u->done)
 		return;
 	u->done = 1;
+	/*
+	 * Recorded within TG_DONE_USEC (one write for many, no sync): a worker
+	 * killed later does not replay what it already answered.
+	 */
+	n = snprintf(line, sizeof(line), "{\"done\":%" PRId64 "}\n", u->id);
+	if (tg->done_len + (size_t)n > tg->done_cap) {
+		tg->done_cap = (tg->done_cap + (size_t)n) * 2;
+		tg->done_buf = xrealloc(tg->done_buf, tg->done_cap);
+	}
+	memcpy(tg->done_buf + tg->done_len, line, (size_t)n);
+	tg->done_len += (size_t)n;
+	if (!evtimer_pending(tg->done_ev, NULL))
+		tg_timer_usec(tg->done_ev, TG_DONE_USEC);
 	if (u->typing != NULL) {
 		tg_typing_unref(u->typing);
 		u->typing = NULL;
@@ -1618,8 +1664,10 @@ tg_create(const struct plat_env *env, char *err, size_t errlen)
 	tg->http = http_client_new(tg->base, tg->dns, tg->tls);
 	tg->retry_ev = evtimer_new(tg->base, tg_retry_cb, tg);
 	tg->flush_ev = evtimer_new(tg->base, tg_flush_cb, tg);
+	tg->done_ev = evtimer_new(tg->base, tg_done_cb, tg);
 	tg->pump_ev = evtimer_new(tg->base, tg_pump_cb, tg);
-	if (tg->retry_ev == NULL || tg->flush_ev == NULL || tg->pump_ev == NULL)
+	if (tg->retry_ev == NULL || tg->flush_ev == NULL || tg->pump_ev == NULL ||
+	    tg->done_ev == NULL)
 		fatalx("%s: evtimer_new failed", name);
 	return tg;
 }
@@ -1813,6 +1861,8 @@ tg_free(void *self)
 	http_client_free(tg->http);
 	event_free(tg->retry_ev);
 	event_free(tg->flush_ev);
+	event_free(tg->done_ev);
+	free(tg->done_buf);
 	event_free(tg->pump_ev);
 	if (tg->stop_ev != NULL)
 		event_free(tg->stop_ev);
