@@ -49,6 +49,8 @@ FIXTURES   := $(patsubst tests/fixtures/%.c,$(BUILD)/fixtures/%,$(FIXTURE_SRC))
 BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit integration run deps install uninstall clean bench
+# Keep the objects of test and benchmark programs between runs.
+.SECONDARY:
 
 all: $(SUPERVISOR) $(WORKER) $(FIXTURES)
 
