@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,36 +32,27 @@ control_runtime_dir(const char *opt)
 	return NULL;
 }
 
+/* Waits with short naps (a client command or startup, not the supervisor's loop). */
 static void
-on_alarm(int sig)
+nap(void)
 {
-	(void)sig;
+	struct timespec ts = { 0, 20 * 1000000 };
+
+	nanosleep(&ts, NULL);
 }
 
 /* flock() that gives up after usec: returns 0, or -1 (errno EWOULDBLOCK on timeout). */
 static int
 flock_wait(int fd, int op, uint64_t usec)
 {
-	struct sigaction sa, old;
-	struct itimerval it, none;
-	int r, saved;
+	uint64_t deadline = mono_usec() + usec;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;       /* no SA_RESTART: the alarm interrupts flock */
-	sigaction(SIGALRM, &sa, &old);
-	memset(&it, 0, sizeof(it));
-	memset(&none, 0, sizeof(none));
-	it.it_value.tv_sec = (time_t)(usec / 1000000);
-	it.it_value.tv_usec = (suseconds_t)(usec % 1000000);
-	if (usec == 0)
-		it.it_value.tv_usec = 1;
-	setitimer(ITIMER_REAL, &it, NULL);
-	r = flock(fd, op);
-	saved = errno;
-	setitimer(ITIMER_REAL, &none, NULL);
-	sigaction(SIGALRM, &old, NULL);
-	errno = (r < 0 && saved == EINTR) ? EWOULDBLOCK : saved;
-	return r;
+	while (flock(fd, op | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK || mono_usec() >= deadline)
+			return -1;
+		nap();
+	}
+	return 0;
 }
 
 /* The pid recorded in the lock file by its holder, or 0. */
@@ -209,29 +199,37 @@ control_status(const char *dir)
 	return running ? 0 : 3;
 }
 
-/* Waits with short naps (a client command, not the supervisor's loop). */
-static void
-nap(void)
+/*
+ * Sends sig to the supervisor running in dir.  Returns its pid, with the
+ * generation and stop timeout its state file records, or 0 (and a
+ * message) when no supervisor runs there.
+ */
+static pid_t
+signal_supervisor(const char *dir, int sig, long long *gen, uint64_t *stop_timeout)
 {
-	struct timespec ts = { 0, 20 * 1000000 };
+	char *s = read_state(dir);
+	pid_t pid = (pid_t)state_num(s, "supervisor_pid");
 
-	nanosleep(&ts, NULL);
+	*gen = state_num(s, "generation");
+	*stop_timeout = (uint64_t)state_num(s, "stop_timeout_usec");
+	free(s);
+	if (!is_running(dir) || pid <= 0 || kill(pid, sig) < 0) {
+		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
+		return 0;
+	}
+	return pid;
 }
 
 int
 control_restart(const char *dir)
 {
-	char *s = read_state(dir), v[64];
-	pid_t pid = s != NULL ? (pid_t)state_num(s, "supervisor_pid") : 0;
-	long long gen = s != NULL ? state_num(s, "generation") : 0;
-	uint64_t deadline = mono_usec() + 60000000ull +
-	    (s != NULL ? (uint64_t)state_num(s, "stop_timeout_usec") : 0);
+	char *s, v[64];
+	long long gen;
+	uint64_t deadline;
 
-	free(s);
-	if (!is_running(dir) || pid <= 0 || kill(pid, SIGHUP) < 0) {
-		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
+	if (signal_supervisor(dir, SIGHUP, &gen, &deadline) == 0)
 		return 3;
-	}
+	deadline += mono_usec() + 60000000ull;
 	while (mono_usec() < deadline && is_running(dir)) {
 		s = read_state(dir);
 		if (s != NULL && state_num(s, "generation") > gen &&
@@ -251,23 +249,22 @@ control_restart(const char *dir)
 int
 control_stop(const char *dir)
 {
-	char *s = read_state(dir), *path = xasprintf("%s/lock", dir);
-	pid_t pid = s != NULL ? (pid_t)state_num(s, "supervisor_pid") : 0;
-	uint64_t wait = 10000000ull + (s != NULL ? (uint64_t)state_num(s, "stop_timeout_usec") : 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+	long long gen;
+	uint64_t deadline;
+	pid_t pid = signal_supervisor(dir, SIGTERM, &gen, &deadline);
 
-	free(s);
-	free(path);
-	if (fd < 0 || !is_running(dir) || pid <= 0 || kill(pid, SIGTERM) < 0) {
-		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
-		r = 3;
-	} else if (flock_wait(fd, LOCK_SH, wait) < 0) {
-		fprintf(stderr, "hermes-supervisor (pid %ld) did not stop in time\n", (long)pid);
-		r = 1;
+	if (pid == 0)
+		return 3;
+	deadline += mono_usec() + 10000000ull;
+	while (is_running(dir)) {
+		if (mono_usec() >= deadline) {
+			fprintf(stderr, "hermes-supervisor (pid %ld) did not stop in time\n",
+			    (long)pid);
+			return 1;
+		}
+		nap();
 	}
-	if (fd >= 0)
-		close(fd);
-	return r;
+	return 0;
 }
 
 int

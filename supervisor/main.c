@@ -4,7 +4,6 @@
 #include "listen.h"
 #include "log.h"
 #include "sup.h"
-#include "upstream.h"
 #include "util.h"
 
 #include "install.h"
@@ -22,31 +21,19 @@
 static char **
 default_worker(const char *config)
 {
-	char self[PATH_MAX], **argv = xcalloc(4, sizeof(*argv));
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char *slash;
+	static char path[PATH_MAX + 16];
+	static char *argv[] = { path, NULL, NULL, NULL };
+	ssize_t n = readlink("/proc/self/exe", path, PATH_MAX - 1);
 
 	if (n <= 0)
 		fatal("cannot find my own path in /proc/self/exe");
-	self[n] = '\0';
-	slash = strrchr(self, '/');
-	*slash = '\0';
-	argv[0] = xasprintf("%s/hermes-worker", self);
+	path[n] = '\0';
+	strcpy(strrchr(path, '/'), "/hermes-worker");
 	if (config != NULL) {
-		argv[1] = xstrdup("--config");
-		argv[2] = xstrdup(config);
+		argv[1] = "--config";
+		argv[2] = (char *)config;
 	}
 	return argv;
-}
-
-static void
-free_argv(char **argv)
-{
-	size_t i;
-
-	for (i = 0; argv[i] != NULL; i++)
-		free(argv[i]);
-	free(argv);
 }
 
 static void
@@ -91,7 +78,7 @@ run(const struct sup_args *a, const char *rundir)
 	struct sup *s;
 
 	listen_inherit(&ls);            /* before any fork: LISTEN_PID is our pid */
-	upstream_init();
+	sup_upstream_init();
 	if (argv == NULL)
 		argv = default_worker(a->config);
 	if (mkdir_p(rundir, 0755) < 0)
@@ -116,8 +103,6 @@ run(const struct sup_args *a, const char *rundir)
 	if (pidfile != NULL)
 		unlink(pidfile);
 	listen_close(&ls);
-	if (argv != a->worker_argv)
-		free_argv(argv);
 	free(pidfile);
 	free(logpath);
 	return code;

@@ -123,23 +123,16 @@ close_from(unsigned lo, unsigned hi)
 	closedir(d);
 }
 
-/* In the child: fds 0-2 open for the worker (/dev/null for any we lack), listen
- * sockets to 3.., errfd moved out of the way, all else closed. */
+/*
+ * In the child: listen sockets to 3.., errfd moved out of the way, all
+ * else but 0-2 closed (main() made sure those are open, on /dev/null if
+ * need be).
+ */
 static int
 child_fds(const struct listen_set *ls, int errfd)
 {
 	unsigned base = 3 + (unsigned)ls->n, i;
-	int tmp[ls->n + 1], fd;
-
-	for (fd = 0; fd < 3; fd++) {
-		int fl = fcntl(fd, F_GETFD), null;
-
-		if ((fl < 0 || (fl & FD_CLOEXEC)) && (null = open("/dev/null", O_RDWR)) >= 0) {
-			dup2(null, fd);
-			if (null > 2)
-				close(null);
-		}
-	}
+	int tmp[ls->n + 1];
 
 	errfd = fcntl(errfd, F_DUPFD_CLOEXEC, (int)base);
 	for (i = 0; i < ls->n; i++)
