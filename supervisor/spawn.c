@@ -235,14 +235,14 @@ spawn_kill_group(pid_t pgid)
 
 /* Reads the parent pid and state from /proc/PID/stat; -1 if gone or a zombie. */
 static long
-proc_ppid(const char *pid)
+proc_ppid(long pid)
 {
 	char path[64], buf[512], *rp, state;
 	ssize_t n;
 	long ppid = -1;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
@@ -261,10 +261,7 @@ proc_ppid(const char *pid)
 static unsigned
 kill_leftover(long pid, pid_t except)
 {
-	char num[24];
-
-	snprintf(num, sizeof(num), "%ld", pid);
-	if (pid <= 0 || pid == (long)except || proc_ppid(num) < 0 || kill((pid_t)pid, SIGKILL) < 0)
+	if (pid <= 0 || pid == (long)except || proc_ppid(pid) < 0 || kill((pid_t)pid, SIGKILL) < 0)
 		return 0;
 	log_info("killed leftover process %ld", pid);
 	return 1;
@@ -282,7 +279,7 @@ kill_orphans_scan(pid_t except)
 	if (d == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL)
-		if (atol(de->d_name) > 0 && proc_ppid(de->d_name) == self)
+		if (atol(de->d_name) > 0 && proc_ppid(atol(de->d_name)) == self)
 			n += kill_leftover(atol(de->d_name), except);
 	closedir(d);
 	return n;
