@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define STATE_MAX 8192
@@ -267,33 +266,6 @@ control_stop(const char *dir)
 	return 0;
 }
 
-int
-control_daemonize(void)
-{
-	int p[2], status;
-	pid_t pid;
-	char c;
-
-	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0)
-		fatal("cannot detach");
-	if (pid > 0) {
-		ssize_t n;
-
-		close(p[1]);
-		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
-			;
-		if (n == 1)
-			_exit(0);
-		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
-			_exit(WEXITSTATUS(status));
-		_exit(1);
-	}
-	close(p[0]);
-	if (setsid() < 0)
-		fatal("setsid");
-	return p[1];
-}
-
 void
 control_redirect_output(const char *logpath)
 {
@@ -305,19 +277,5 @@ control_redirect_output(const char *logpath)
 	}
 	dup2(fd, STDOUT_FILENO);
 	dup2(fd, STDERR_FILENO);
-	close(fd);
-}
-
-void
-control_detached(int fd, const char *logpath)
-{
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-
-	if (null >= 0) {
-		dup2(null, STDIN_FILENO);
-		close(null);
-	}
-	control_redirect_output(logpath);
-	(void)!write(fd, "", 1);
 	close(fd);
 }

@@ -8,11 +8,13 @@
 
 #include "install.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define VERSION "0.1.0"
@@ -58,6 +60,54 @@ sanitize_stdio(void)
 			fatal("cannot open /dev/null");
 }
 
+/*
+ * Forks; the parent waits until the child calls detach_done(), then exits
+ * 0 (or with the child's status if it died first), so the shell learns
+ * about a failed start.  The child becomes a session leader.  Returns the
+ * fd to pass to detach_done().
+ */
+static int
+detach_start(void)
+{
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0)
+		fatal("cannot detach");
+	if (pid > 0) {
+		ssize_t n;
+
+		close(p[1]);
+		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1)
+			_exit(0);
+		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+			_exit(WEXITSTATUS(status));
+		_exit(1);
+	}
+	close(p[0]);
+	if (setsid() < 0)
+		fatal("setsid");
+	return p[1];
+}
+
+/* Points stdin at /dev/null, stdout/stderr at logpath, and releases the waiting parent. */
+static void
+detach_done(int fd, const char *logpath)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		close(null);
+	}
+	control_redirect_output(logpath);
+	(void)!write(fd, "", 1);
+	close(fd);
+}
+
 static void
 write_pidfile(const char *path)
 {
@@ -84,7 +134,7 @@ run(const struct sup_args *a, const char *rundir)
 	if (mkdir_p(rundir, 0755) < 0)
 		fatal("cannot create the runtime directory %s", rundir);
 	if (detach)
-		dfd = control_daemonize();
+		dfd = detach_start();
 	(void)control_lock(rundir, a->replace, a->stop_timeout + 5000000);
 	open_listeners(a, &ls);         /* after the lock: a replaced one frees its ports */
 	if (detach) {
@@ -97,7 +147,7 @@ run(const struct sup_args *a, const char *rundir)
 		write_pidfile(pidfile);
 	s = sup_new(a, argv, rundir, &ls, logpath);
 	if (detach)
-		control_detached(dfd, logpath);
+		detach_done(dfd, logpath);
 	code = sup_run(s);
 	sup_free(s);
 	if (pidfile != NULL)
