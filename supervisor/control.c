@@ -151,7 +151,7 @@ is_running(const char *dir)
 	return running;
 }
 
-/* Reads the state file; NULL (and a message) when there is none. */
+/* Reads the state file; NULL when there is none. */
 static char *
 read_state(const char *dir)
 {
@@ -170,30 +170,34 @@ state_num(char *s, const char *key)
 	return strtoll(state_get(s, key, v, sizeof(v)), NULL, 10);
 }
 
+/* Prints "key: value" with the state file's value, or with value when it is not NULL. */
+static void
+show(char *state, const char *key, const char *value)
+{
+	char v[NOTIFY_MAX_STATUS + 64];
+
+	printf("%s: %s\n", key, value != NULL ? value : state_get(state, key, v, sizeof(v)));
+}
+
+/* The state file's fields; a stopped supervisor leaves no worker and no uptime. */
 int
 control_status(const char *dir)
 {
-	static const char *const keys[] = { "supervisor_pid", "worker_pid", "state",
-	    "generation", "uptime", "restarts", "last_exit", "worker_status" };
 	int running = is_running(dir);
-	char *s = read_state(dir), v[NOTIFY_MAX_STATUS + 64];
-	size_t i;
+	char *s = read_state(dir);
 
 	if (s == NULL) {
 		printf("state: %s\n", running ? "starting" : "stopped");
 		return running ? 0 : 3;
 	}
-	for (i = 0; i < ARRAY_LEN(keys); i++) {
-		if (strcmp(keys[i], "uptime") == 0)
-			printf("uptime: %llds\n", running ? (long long)time(NULL) -
-			    state_num(s, "started") : 0LL);
-		else if (!running && strcmp(keys[i], "state") == 0)
-			printf("state: stopped\n");
-		else if (!running && strcmp(keys[i], "worker_pid") == 0)
-			printf("worker_pid: 0\n");
-		else
-			printf("%s: %s\n", keys[i], state_get(s, keys[i], v, sizeof(v)));
-	}
+	show(s, "supervisor_pid", NULL);
+	show(s, "worker_pid", running ? NULL : "0");
+	show(s, "state", running ? NULL : "stopped");
+	show(s, "generation", NULL);
+	printf("uptime: %llds\n", running ? (long long)time(NULL) - state_num(s, "started") : 0LL);
+	show(s, "restarts", NULL);
+	show(s, "last_exit", NULL);
+	show(s, "worker_status", NULL);
 	free(s);
 	return running ? 0 : 3;
 }
