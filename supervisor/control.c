@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define STATE_MAX 8192
@@ -33,36 +31,27 @@ control_runtime_dir(const char *opt)
 	return NULL;
 }
 
+/* Waits with short naps (a client command or startup, not the supervisor's loop). */
 static void
-on_alarm(int sig)
+nap(void)
 {
-	(void)sig;
+	struct timespec ts = { 0, 20 * 1000000 };
+
+	nanosleep(&ts, NULL);
 }
 
 /* flock() that gives up after usec: returns 0, or -1 (errno EWOULDBLOCK on timeout). */
 static int
 flock_wait(int fd, int op, uint64_t usec)
 {
-	struct sigaction sa, old;
-	struct itimerval it, none;
-	int r, saved;
+	uint64_t deadline = mono_usec() + usec;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;       /* no SA_RESTART: the alarm interrupts flock */
-	sigaction(SIGALRM, &sa, &old);
-	memset(&it, 0, sizeof(it));
-	memset(&none, 0, sizeof(none));
-	it.it_value.tv_sec = (time_t)(usec / 1000000);
-	it.it_value.tv_usec = (suseconds_t)(usec % 1000000);
-	if (usec == 0)
-		it.it_value.tv_usec = 1;
-	setitimer(ITIMER_REAL, &it, NULL);
-	r = flock(fd, op);
-	saved = errno;
-	setitimer(ITIMER_REAL, &none, NULL);
-	sigaction(SIGALRM, &old, NULL);
-	errno = (r < 0 && saved == EINTR) ? EWOULDBLOCK : saved;
-	return r;
+	while (flock(fd, op | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK || mono_usec() >= deadline)
+			return -1;
+		nap();
+	}
+	return 0;
 }
 
 /* The pid recorded in the lock file by its holder, or 0. */
@@ -162,7 +151,7 @@ is_running(const char *dir)
 	return running;
 }
 
-/* Reads the state file; NULL (and a message) when there is none. */
+/* Reads the state file; NULL when there is none. */
 static char *
 read_state(const char *dir)
 {
@@ -181,57 +170,69 @@ state_num(char *s, const char *key)
 	return strtoll(state_get(s, key, v, sizeof(v)), NULL, 10);
 }
 
+/* Prints "key: value" with the state file's value, or with value when it is not NULL. */
+static void
+show(char *state, const char *key, const char *value)
+{
+	char v[NOTIFY_MAX_STATUS + 64];
+
+	printf("%s: %s\n", key, value != NULL ? value : state_get(state, key, v, sizeof(v)));
+}
+
+/* The state file's fields; a stopped supervisor leaves no worker and no uptime. */
 int
 control_status(const char *dir)
 {
-	static const char *const keys[] = { "supervisor_pid", "worker_pid", "state",
-	    "generation", "uptime", "restarts", "last_exit", "worker_status" };
 	int running = is_running(dir);
-	char *s = read_state(dir), v[NOTIFY_MAX_STATUS + 64];
-	size_t i;
+	char *s = read_state(dir);
 
 	if (s == NULL) {
 		printf("state: %s\n", running ? "starting" : "stopped");
 		return running ? 0 : 3;
 	}
-	for (i = 0; i < ARRAY_LEN(keys); i++) {
-		if (strcmp(keys[i], "uptime") == 0)
-			printf("uptime: %llds\n", running ? (long long)time(NULL) -
-			    state_num(s, "started") : 0LL);
-		else if (!running && strcmp(keys[i], "state") == 0)
-			printf("state: stopped\n");
-		else if (!running && strcmp(keys[i], "worker_pid") == 0)
-			printf("worker_pid: 0\n");
-		else
-			printf("%s: %s\n", keys[i], state_get(s, keys[i], v, sizeof(v)));
-	}
+	show(s, "supervisor_pid", NULL);
+	show(s, "worker_pid", running ? NULL : "0");
+	show(s, "state", running ? NULL : "stopped");
+	show(s, "generation", NULL);
+	printf("uptime: %llds\n", running ? (long long)time(NULL) - state_num(s, "started") : 0LL);
+	show(s, "restarts", NULL);
+	show(s, "last_exit", NULL);
+	show(s, "worker_status", NULL);
 	free(s);
 	return running ? 0 : 3;
 }
 
-/* Waits with short naps (a client command, not the supervisor's loop). */
-static void
-nap(void)
+/*
+ * Sends sig to the supervisor running in dir.  Returns its pid, with the
+ * generation and stop timeout its state file records, or 0 (and a
+ * message) when no supervisor runs there.
+ */
+static pid_t
+signal_supervisor(const char *dir, int sig, long long *gen, uint64_t *stop_timeout)
 {
-	struct timespec ts = { 0, 20 * 1000000 };
+	char *s = read_state(dir);
+	pid_t pid = (pid_t)state_num(s, "supervisor_pid");
 
-	nanosleep(&ts, NULL);
+	*gen = state_num(s, "generation");
+	*stop_timeout = (uint64_t)state_num(s, "stop_timeout_usec");
+	free(s);
+	if (!is_running(dir) || pid <= 0 || kill(pid, sig) < 0) {
+		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
+		return 0;
+	}
+	return pid;
 }
 
 int
 control_restart(const char *dir)
 {
-	char *s = read_state(dir), v[64];
-	pid_t pid = s != NULL ? (pid_t)state_num(s, "supervisor_pid") : 0;
-	long long gen = s != NULL ? state_num(s, "generation") : 0;
-	uint64_t deadline = mono_usec() + 60000000ull +
-	    (s != NULL ? (uint64_t)state_num(s, "stop_timeout_usec") : 0);
+	char *s, v[64];
+	long long gen;
+	uint64_t deadline;
 
-	free(s);
-	if (!is_running(dir) || pid <= 0 || kill(pid, SIGHUP) < 0) {
-		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
+	if (signal_supervisor(dir, SIGHUP, &gen, &deadline) == 0)
 		return 3;
-	}
+	deadline += mono_usec() + 60000000ull;
 	while (mono_usec() < deadline && is_running(dir)) {
 		s = read_state(dir);
 		if (s != NULL && state_num(s, "generation") > gen &&
@@ -251,50 +252,22 @@ control_restart(const char *dir)
 int
 control_stop(const char *dir)
 {
-	char *s = read_state(dir), *path = xasprintf("%s/lock", dir);
-	pid_t pid = s != NULL ? (pid_t)state_num(s, "supervisor_pid") : 0;
-	uint64_t wait = 10000000ull + (s != NULL ? (uint64_t)state_num(s, "stop_timeout_usec") : 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+	long long gen;
+	uint64_t deadline;
+	pid_t pid = signal_supervisor(dir, SIGTERM, &gen, &deadline);
 
-	free(s);
-	free(path);
-	if (fd < 0 || !is_running(dir) || pid <= 0 || kill(pid, SIGTERM) < 0) {
-		fprintf(stderr, "hermes-supervisor is not running in %s\n", dir);
-		r = 3;
-	} else if (flock_wait(fd, LOCK_SH, wait) < 0) {
-		fprintf(stderr, "hermes-supervisor (pid %ld) did not stop in time\n", (long)pid);
-		r = 1;
+	if (pid == 0)
+		return 3;
+	deadline += mono_usec() + 10000000ull;
+	while (is_running(dir)) {
+		if (mono_usec() >= deadline) {
+			fprintf(stderr, "hermes-supervisor (pid %ld) did not stop in time\n",
+			    (long)pid);
+			return 1;
+		}
+		nap();
 	}
-	if (fd >= 0)
-		close(fd);
-	return r;
-}
-
-int
-control_daemonize(void)
-{
-	int p[2], status;
-	pid_t pid;
-	char c;
-
-	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0)
-		fatal("cannot detach");
-	if (pid > 0) {
-		ssize_t n;
-
-		close(p[1]);
-		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
-			;
-		if (n == 1)
-			_exit(0);
-		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
-			_exit(WEXITSTATUS(status));
-		_exit(1);
-	}
-	close(p[0]);
-	if (setsid() < 0)
-		fatal("setsid");
-	return p[1];
+	return 0;
 }
 
 void
@@ -308,19 +281,5 @@ control_redirect_output(const char *logpath)
 	}
 	dup2(fd, STDOUT_FILENO);
 	dup2(fd, STDERR_FILENO);
-	close(fd);
-}
-
-void
-control_detached(int fd, const char *logpath)
-{
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-
-	if (null >= 0) {
-		dup2(null, STDIN_FILENO);
-		close(null);
-	}
-	control_redirect_output(logpath);
-	(void)!write(fd, "", 1);
 	close(fd);
 }

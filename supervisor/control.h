@@ -1,6 +1,7 @@
 /*
  * control.h - the runtime directory: the single-instance lock, the state
- * file read by `status`, the status/restart/stop commands, and detaching.
+ * file read by `status`, the status/restart/stop commands, and the log
+ * file the supervisor's (and so the worker's) stdout/stderr point at.
  */
 #ifndef HERMES_SUP_CONTROL_H
 #define HERMES_SUP_CONTROL_H
@@ -44,14 +45,6 @@ int control_status(const char *dir);
 int control_restart(const char *dir);
 int control_stop(const char *dir);
 
-/*
- * Forks; the parent waits until the child calls control_detached(), then
- * exits 0 (or with the child's status if it died first).  The child
- * becomes a session leader.  Returns the fd to pass to control_detached().
- */
-int control_daemonize(void);
-/* Points stdin at /dev/null, stdout/stderr at logpath, and releases the parent. */
-void control_detached(int fd, const char *logpath);
 /* Re-points stdout/stderr at logpath (after rotation). */
 void control_redirect_output(const char *logpath);
 

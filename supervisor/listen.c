@@ -12,17 +12,12 @@
 #include <unistd.h>
 
 static void
-listen_add(struct listen_set *ls, int fd, const char *name, size_t namelen)
+listen_add(struct listen_set *ls, int fd, const char *name)
 {
-	struct listen_fd *l;
-
 	ls->v = xrealloc(ls->v, (ls->n + 1) * sizeof(*ls->v));
-	l = &ls->v[ls->n++];
-	l->fd = fd;
-	if (namelen >= sizeof(l->name))
-		namelen = sizeof(l->name) - 1;
-	memcpy(l->name, name, namelen);
-	l->name[namelen] = '\0';
+	ls->v[ls->n].fd = fd;
+	snprintf(ls->v[ls->n].name, sizeof(ls->v[ls->n].name), "%s", name);
+	ls->n++;
 }
 
 void
@@ -30,23 +25,20 @@ listen_inherit(struct listen_set *ls)
 {
 	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
 	const char *names = getenv("LISTEN_FDNAMES");
+	char *copy, *rest, *name;
 	uint64_t p, n, i;
 
-	if (pid != NULL && fds != NULL && parse_u64(pid, 4194304, &p) == 0 &&
-	    (pid_t)p == getpid() && parse_u64(fds, 1000, &n) == 0) {
-		for (i = 0; i < n; i++) {
-			const char *colon = names != NULL ? strchr(names, ':') : NULL;
-			size_t len = names == NULL ? 0 : colon ? (size_t)(colon - names) : strlen(names);
-
-			if (len == 0)
-				listen_add(ls, 3 + (int)i, "unknown", 7);
-			else
-				listen_add(ls, 3 + (int)i, names, len);
-			fd_set_cloexec(3 + (int)i, 1);
-			names = colon != NULL ? colon + 1 : NULL;
-		}
-		log_info("took %zu socket(s) from socket activation", ls->n);
+	if (pid == NULL || fds == NULL || parse_u64(pid, 4194304, &p) < 0 ||
+	    (pid_t)p != getpid() || parse_u64(fds, 1000, &n) < 0)
+		return;
+	rest = copy = xstrdup(names != NULL ? names : "");
+	for (i = 0; i < n; i++) {
+		name = strsep(&rest, ":");
+		listen_add(ls, 3 + (int)i, name != NULL && *name != '\0' ? name : "unknown");
+		fd_set_cloexec(3 + (int)i, 1);
 	}
+	free(copy);
+	log_info("took %zu socket(s) from socket activation", ls->n);
 }
 
 /* Fills ss from a numeric address and port. */
@@ -128,7 +120,7 @@ listen_open(struct listen_set *ls, const char *spec, char *err, size_t errsz)
 			close(fd);
 		return -1;
 	}
-	listen_add(ls, fd, name, strlen(name));
+	listen_add(ls, fd, name);
 	return 0;
 }
 

@@ -4,16 +4,17 @@
 #include "listen.h"
 #include "log.h"
 #include "sup.h"
-#include "upstream.h"
 #include "util.h"
 
 #include "install.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define VERSION "0.1.0"
@@ -22,31 +23,19 @@
 static char **
 default_worker(const char *config)
 {
-	char self[PATH_MAX], **argv = xcalloc(4, sizeof(*argv));
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char *slash;
+	static char path[PATH_MAX + 16];
+	static char *argv[] = { path, NULL, NULL, NULL };
+	ssize_t n = readlink("/proc/self/exe", path, PATH_MAX - 1);
 
 	if (n <= 0)
 		fatal("cannot find my own path in /proc/self/exe");
-	self[n] = '\0';
-	slash = strrchr(self, '/');
-	*slash = '\0';
-	argv[0] = xasprintf("%s/hermes-worker", self);
+	path[n] = '\0';
+	strcpy(strrchr(path, '/'), "/hermes-worker");
 	if (config != NULL) {
-		argv[1] = xstrdup("--config");
-		argv[2] = xstrdup(config);
+		argv[1] = "--config";
+		argv[2] = (char *)config;
 	}
 	return argv;
-}
-
-static void
-free_argv(char **argv)
-{
-	size_t i;
-
-	for (i = 0; argv[i] != NULL; i++)
-		free(argv[i]);
-	free(argv);
 }
 
 static void
@@ -71,6 +60,54 @@ sanitize_stdio(void)
 			fatal("cannot open /dev/null");
 }
 
+/*
+ * Forks; the parent waits until the child calls detach_done(), then exits
+ * 0 (or with the child's status if it died first), so the shell learns
+ * about a failed start.  The child becomes a session leader.  Returns the
+ * fd to pass to detach_done().
+ */
+static int
+detach_start(void)
+{
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0)
+		fatal("cannot detach");
+	if (pid > 0) {
+		ssize_t n;
+
+		close(p[1]);
+		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1)
+			_exit(0);
+		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+			_exit(WEXITSTATUS(status));
+		_exit(1);
+	}
+	close(p[0]);
+	if (setsid() < 0)
+		fatal("setsid");
+	return p[1];
+}
+
+/* Points stdin at /dev/null, stdout/stderr at logpath, and releases the waiting parent. */
+static void
+detach_done(int fd, const char *logpath)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		close(null);
+	}
+	control_redirect_output(logpath);
+	(void)!write(fd, "", 1);
+	close(fd);
+}
+
 static void
 write_pidfile(const char *path)
 {
@@ -91,13 +128,13 @@ run(const struct sup_args *a, const char *rundir)
 	struct sup *s;
 
 	listen_inherit(&ls);            /* before any fork: LISTEN_PID is our pid */
-	upstream_init();
+	sup_upstream_init();
 	if (argv == NULL)
 		argv = default_worker(a->config);
 	if (mkdir_p(rundir, 0755) < 0)
 		fatal("cannot create the runtime directory %s", rundir);
 	if (detach)
-		dfd = control_daemonize();
+		dfd = detach_start();
 	(void)control_lock(rundir, a->replace, a->stop_timeout + 5000000);
 	open_listeners(a, &ls);         /* after the lock: a replaced one frees its ports */
 	if (detach) {
@@ -110,14 +147,12 @@ run(const struct sup_args *a, const char *rundir)
 		write_pidfile(pidfile);
 	s = sup_new(a, argv, rundir, &ls, logpath);
 	if (detach)
-		control_detached(dfd, logpath);
+		detach_done(dfd, logpath);
 	code = sup_run(s);
 	sup_free(s);
 	if (pidfile != NULL)
 		unlink(pidfile);
 	listen_close(&ls);
-	if (argv != a->worker_argv)
-		free_argv(argv);
 	free(pidfile);
 	free(logpath);
 	return code;

@@ -49,17 +49,13 @@ crashwin_free(struct crashwin *w)
 	w->t = NULL;
 }
 
+/* Full of failures no older than the window means the limit is reached (times only grow). */
 int
 crashwin_add(struct crashwin *w, uint64_t now)
 {
-	unsigned i, inside = 0;
-
 	w->t[w->head] = now;
 	w->head = (w->head + 1) % w->limit;
 	if (w->count < w->limit)
 		w->count++;
-	for (i = 0; i < w->count; i++)
-		if (now - w->t[i] < w->window)
-			inside++;
-	return inside >= w->limit;
+	return w->count == w->limit && now - w->t[w->head] < w->window;
 }

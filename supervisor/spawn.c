@@ -123,23 +123,16 @@ close_from(unsigned lo, unsigned hi)
 	closedir(d);
 }
 
-/* In the child: fds 0-2 open for the worker (/dev/null for any we lack), listen
- * sockets to 3.., errfd moved out of the way, all else closed. */
+/*
+ * In the child: listen sockets to 3.., errfd moved out of the way, all
+ * else but 0-2 closed (main() made sure those are open, on /dev/null if
+ * need be).
+ */
 static int
 child_fds(const struct listen_set *ls, int errfd)
 {
 	unsigned base = 3 + (unsigned)ls->n, i;
-	int tmp[ls->n + 1], fd;
-
-	for (fd = 0; fd < 3; fd++) {
-		int fl = fcntl(fd, F_GETFD), null;
-
-		if ((fl < 0 || (fl & FD_CLOEXEC)) && (null = open("/dev/null", O_RDWR)) >= 0) {
-			dup2(null, fd);
-			if (null > 2)
-				close(null);
-		}
-	}
+	int tmp[ls->n + 1];
 
 	errfd = fcntl(errfd, F_DUPFD_CLOEXEC, (int)base);
 	for (i = 0; i < ls->n; i++)
@@ -242,14 +235,14 @@ spawn_kill_group(pid_t pgid)
 
 /* Reads the parent pid and state from /proc/PID/stat; -1 if gone or a zombie. */
 static long
-proc_ppid(const char *pid)
+proc_ppid(long pid)
 {
 	char path[64], buf[512], *rp, state;
 	ssize_t n;
 	long ppid = -1;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
@@ -268,10 +261,7 @@ proc_ppid(const char *pid)
 static unsigned
 kill_leftover(long pid, pid_t except)
 {
-	char num[24];
-
-	snprintf(num, sizeof(num), "%ld", pid);
-	if (pid <= 0 || pid == (long)except || proc_ppid(num) < 0 || kill((pid_t)pid, SIGKILL) < 0)
+	if (pid <= 0 || pid == (long)except || proc_ppid(pid) < 0 || kill((pid_t)pid, SIGKILL) < 0)
 		return 0;
 	log_info("killed leftover process %ld", pid);
 	return 1;
@@ -289,7 +279,7 @@ kill_orphans_scan(pid_t except)
 	if (d == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL)
-		if (atol(de->d_name) > 0 && proc_ppid(de->d_name) == self)
+		if (atol(de->d_name) > 0 && proc_ppid(atol(de->d_name)) == self)
 			n += kill_leftover(atol(de->d_name), except);
 	closedir(d);
 	return n;

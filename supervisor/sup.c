@@ -5,13 +5,13 @@
 #include "notify.h"
 #include "policy.h"
 #include "spawn.h"
-#include "upstream.h"
 #include "util.h"
 #include "inbox.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +58,44 @@ struct sup {
 	char last_exit[160];
 };
 
+/* systemd's NOTIFY_SOCKET (NULL when none) and its watchdog period for us. */
+static char *up_spec;
+static uint64_t up_watchdog;
+
+void
+sup_upstream_init(void)
+{
+	const char *spec = getenv("NOTIFY_SOCKET"), *wd = getenv("WATCHDOG_USEC");
+	const char *wpid = getenv("WATCHDOG_PID");
+	uint64_t v, p;
+
+	if (spec == NULL || *spec == '\0')
+		return;
+	up_spec = xstrdup(spec);
+	if (wd != NULL && parse_u64(wd, UINT64_MAX, &v) == 0 && v > 0 &&
+	    (wpid == NULL || (parse_u64(wpid, 4194304, &p) == 0 && (pid_t)p == getpid())))
+		up_watchdog = v;
+}
+
+/* Sends one sd_notify message to systemd, if it gave us a socket. */
+static void __attribute__((format(printf, 1, 2)))
+upstream_send(const char *fmt, ...)
+{
+	static int warned;
+	char msg[1024];
+	va_list ap;
+
+	if (up_spec == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (notify_send_to(up_spec, msg) < 0 && !warned) {
+		log_warn("cannot notify %s", up_spec);
+		warned = 1;
+	}
+}
+
 static void sup_spawn(struct sup *s);
 
 static void
@@ -68,14 +106,20 @@ set_state(struct sup *s, enum state st)
 	s->state = st;
 }
 
+/* The current (or last) worker's generation; also the number of restarts. */
+static unsigned
+generation(const struct sup *s)
+{
+	return s->spawns > 0 ? s->spawns - 1 : 0;
+}
+
 /* Rewrites the state file (once per loop turn, so bursts of changes coalesce). */
 static void
 save_state(struct sup *s)
 {
 	struct control_state cs = {
-		s->worker, state_names[s->state], s->spawns > 0 ? s->spawns - 1 : 0,
-		s->spawns > 1 ? s->spawns - 1 : 0, s->last_exit, s->status, s->started,
-		s->worker_started, s->args->stop_timeout,
+		s->worker, state_names[s->state], generation(s), generation(s), s->last_exit,
+		s->status, s->started, s->worker_started, s->args->stop_timeout,
 	};
 
 	control_write_state(s->rundir, &cs);
@@ -88,8 +132,7 @@ publish(struct sup *s)
 {
 	s->dirty = 1;
 	upstream_send("STATUS=%s: worker %ld, generation %u%s%s", state_names[s->state],
-	    (long)s->worker, s->spawns > 0 ? s->spawns - 1 : 0, s->status[0] ? ": " : "",
-	    s->status);
+	    (long)s->worker, generation(s), s->status[0] ? ": " : "", s->status);
 }
 
 /* Ends the supervisor with code once nothing is left running. */
@@ -444,7 +487,8 @@ next_timeout(const struct sup *s)
 		return -1;
 	if (best <= now)
 		return 0;
-	return (best - now + 999) / 1000 > 86400000 ? 86400000 : (int)((best - now + 999) / 1000);
+	best = (best - now + 999) / 1000;       /* round up, so we never wake early */
+	return best > 86400000 ? 86400000 : (int)best;
 }
 
 int
@@ -528,7 +572,7 @@ sup_new(const struct sup_args *a, char **worker_argv, const char *rundir,
 		fatal("cannot create the worker's notify socket %s", s->notify_spec);
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		log_warn("cannot become a child subreaper");
-	s->up_wd_usec = upstream_watchdog_usec();
+	s->up_wd_usec = up_watchdog;
 	s->wd_usec = a->watchdog > 0 ? a->watchdog : s->up_wd_usec;
 	s->reset_usec = reset_period();
 	crashwin_init(&s->crash, a->crash_limit, a->crash_window);

@@ -12,6 +12,13 @@
 struct sup;
 
 /*
+ * Takes systemd's NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID: call it
+ * before detaching, while WATCHDOG_PID can still name us.  (The worker
+ * never sees systemd's values: spawn sets its own.)
+ */
+void sup_upstream_init(void);
+
+/*
  * Sets up signals, the worker's notify socket and the subreaper flag.
  * worker_argv is the worker command (borrowed, like everything else
  * passed here); logpath is the log file in daemon mode, or NULL.
