@@ -24,6 +24,20 @@ CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover
 LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
+# The supervisor is linked statically against musl when musl-gcc is there
+# (Debian's musl-tools): about 170 KiB resident instead of ~1.6 MiB with
+# glibc's shared pages, and a binary that runs on any Linux, old ones too.
+# Sanitizer builds, or SUP_CC=$(CC), use the ordinary dynamic build.
+ifeq ($(SANITIZE),)
+SUP_CC      ?= $(shell command -v musl-gcc 2>/dev/null)
+endif
+ifeq ($(SUP_CC),)
+SUP_CC      := $(CC)
+SUP_LDFLAGS := $(LDFLAGS)
+else
+SUP_LDFLAGS ?= -static
+endif
+
 WORKER_PKGS := libevent libevent_openssl openssl libcjson
 WORKER_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(WORKER_PKGS) 2>/dev/null)
 WORKER_LIBS   := $(shell $(PKG_CONFIG) --libs $(WORKER_PKGS) 2>/dev/null)
@@ -73,8 +87,14 @@ $(WORKER_LIB): $(call obj,$(WORKER_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SUPERVISOR): $(call obj,supervisor/main.c) $(SUP_LIB) $(COMMON_LIB)
-	$(CC) $(LDFLAGS) -o $@ $^
+# The supervisor binary's own objects (libc only, no library flags); the
+# unit tests link the ordinary ones from libsup.a instead.
+SUP_BIN_OBJS := $(patsubst %.c,$(BUILD)/supobj/%.o,supervisor/main.c $(SUP_SRC) $(COMMON_SRC))
+$(BUILD)/supobj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(SUP_CC) $(CFLAGS) -c $< -o $@
+$(SUPERVISOR): $(SUP_BIN_OBJS)
+	$(SUP_CC) $(SUP_LDFLAGS) -o $@ $^
 $(WORKER): $(call obj,worker/main.c) $(WORKER_LIB) $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS) -lm
 
@@ -145,4 +165,4 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/supobj -name '*.d' 2>/dev/null)
