@@ -24,7 +24,7 @@ import time
 
 # Service and runtime dirs on tmpfs, as /run is on a systemd host.
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
-SUPERVISORS = ["hermes-supervisor", "hermes-supervisor-static", "s6-supervise", "runsv", "supervise", "supervisord"]
+SUPERVISORS = ["hermes-supervisor", "hermes-supervisor-glibc", "s6-supervise", "runsv", "supervise", "supervisord"]
 
 
 def make_service(name, build, d, log, idle, lifetime=0):
@@ -38,7 +38,7 @@ def make_service(name, build, d, log, idle, lifetime=0):
     if lifetime:
         env["RESPAWN_LIFETIME_MS"] = str(lifetime)
     if name.startswith("hermes-supervisor"):
-        exe = os.path.join(build, "bench" if name.endswith("static") else "", name)
+        exe = os.path.join(build, "bench" if name.endswith("glibc") else "", name)
         argv = [exe, "--foreground", "--runtime-dir",
                 os.path.join(d, "run"), "--crash-limit", "100000/1", "--", fixture]
         return argv, env
@@ -60,7 +60,7 @@ def make_service(name, build, d, log, idle, lifetime=0):
 def available(build, name):
     if name == "hermes-supervisor":
         return True
-    if name == "hermes-supervisor-static":
+    if name == "hermes-supervisor-glibc":
         return os.path.exists(os.path.join(build, "bench", name))
     return shutil.which(name) is not None
 

@@ -6,8 +6,10 @@ cd "$(dirname "$0")/../.."
 BUILD=${1:-build}
 [ $# -gt 0 ] && shift
 make -s BUILD="$BUILD" "$BUILD/hermes-supervisor" "$BUILD/fixtures/respawn_worker"
-# The same supervisor linked statically against glibc, for the memory comparison.
+# build/hermes-supervisor is linked statically against musl (when musl-gcc is
+# there); the same code linked dynamically against glibc runs beside it.
 mkdir -p "$BUILD/bench"
-cc -static -o "$BUILD/bench/hermes-supervisor-static" "$BUILD/obj/supervisor/main.o" \
+make -s BUILD="$BUILD" "$BUILD/libsup.a" "$BUILD/libcommon.a" "$BUILD/obj/supervisor/main.o"
+cc -o "$BUILD/bench/hermes-supervisor-glibc" "$BUILD/obj/supervisor/main.o" \
 	"$BUILD/libsup.a" "$BUILD/libcommon.a"
 exec /usr/bin/python3 tests/bench/respawn.py "$BUILD" "$@"
