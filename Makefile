@@ -29,14 +29,10 @@ endif
 # glibc's shared pages, and a binary that runs on any Linux, old ones too.
 # Sanitizer builds, or SUP_CC=$(CC), use the ordinary dynamic build.
 ifeq ($(SANITIZE),)
-SUP_CC      ?= $(shell command -v musl-gcc 2>/dev/null)
+MUSL_GCC    := $(shell command -v musl-gcc 2>/dev/null)
 endif
-ifeq ($(SUP_CC),)
-SUP_CC      := $(CC)
-SUP_LDFLAGS := $(LDFLAGS)
-else
-SUP_LDFLAGS ?= -static
-endif
+SUP_CC      ?= $(if $(MUSL_GCC),$(MUSL_GCC),$(CC))
+SUP_LDFLAGS ?= $(if $(filter %musl-gcc,$(SUP_CC)),-static,$(LDFLAGS))
 
 WORKER_PKGS := libevent libevent_openssl openssl libcjson
 WORKER_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(WORKER_PKGS) 2>/dev/null)
