@@ -7,22 +7,7 @@
 #include <event2/event.h>
 
 #include "agent.h"
-
-struct reply {
-	int calls;
-	int ok;
-	char text[4096];
-};
-
-static void
-reply_cb(void *arg, int ok, const char *text)
-{
-	struct reply *r = arg;
-
-	r->calls++;
-	r->ok = ok;
-	snprintf(r->text, sizeof(r->text), "%s", text);
-}
+#include "agent_fixture.h"
 
 /* Builds an agent from a JSON text (NULL: no config); err gets the message. */
 static struct agent *

@@ -12,27 +12,10 @@
 
 #include "agent.h"
 #include "util.h"
+#include "agent_fixture.h"
 
 static char dir[] = "/tmp/hermes-exec-XXXXXX";
 static struct event_base *base;
-
-struct reply {
-	int done;
-	int calls;
-	int ok;
-	char text[8192];
-};
-
-static void
-reply_cb(void *arg, int ok, const char *text)
-{
-	struct reply *r = arg;
-
-	r->calls++;
-	r->done = 1;
-	r->ok = ok;
-	snprintf(r->text, sizeof(r->text), "%s", text);
-}
 
 static void
 setup(void)

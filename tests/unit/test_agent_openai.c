@@ -7,30 +7,13 @@
 #include "agent.h"
 #include "net/http.h"
 #include "net/tls.h"
+#include "agent_fixture.h"
 
 #define KEY "sk-test-0123456789abcdef"
 
 static struct fx_fake plain, tlsfake;
 static char tlsdir[] = "/tmp/hermes-openai-XXXXXX";
 static struct event_base *base;
-
-struct reply {
-	int done;
-	int calls;
-	int ok;
-	char text[4096];
-};
-
-static void
-reply_cb(void *arg, int ok, const char *text)
-{
-	struct reply *r = arg;
-
-	r->calls++;
-	r->done = 1;
-	r->ok = ok;
-	snprintf(r->text, sizeof(r->text), "%s", text);
-}
 
 static void
 setup(void)
