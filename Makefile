@@ -34,11 +34,29 @@ endif
 SUP_CC      ?= $(if $(MUSL_GCC),$(MUSL_GCC),$(CC))
 SUP_LDFLAGS ?= $(if $(filter %musl-gcc,$(SUP_CC)),-static,$(LDFLAGS))
 
+# Library flags are computed the first time a recipe needs them, not while
+# the Makefile is parsed: `make deps all` installs the packages first, and a
+# missing library stops the build with one line naming the Debian package.
+# pkg-config module -> Debian package that provides it.
+PKG_DEB_libevent         := libevent-dev
+PKG_DEB_libevent_openssl := libevent-dev
+PKG_DEB_openssl          := libssl-dev
+PKG_DEB_libcjson         := libcjson-dev
+PKG_DEB_check            := check
 WORKER_PKGS := libevent libevent_openssl openssl libcjson
-WORKER_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(WORKER_PKGS) 2>/dev/null)
-WORKER_LIBS   := $(shell $(PKG_CONFIG) --libs $(WORKER_PKGS) 2>/dev/null)
-CHECK_CFLAGS  := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
-CHECK_LIBS    := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+
+# $(call pkg_flags,--cflags|--libs,modules): the flags, or a one-line error.
+pkg_need = $(if $(shell command -v $(PKG_CONFIG) 2>/dev/null),,$(error pkg-config not found: install pkg-config (or run `make deps`)))$(foreach m,$(2),$(if $(shell $(PKG_CONFIG) --exists $(m) && echo y),,$(error library $(m) not found: install $(PKG_DEB_$(m)) (or run `make deps`))))
+pkg_flags = $(call pkg_need,,$(2))$(shell $(PKG_CONFIG) $(1) $(2))
+# The header-only check for libraries without a pkg-config file.
+hdr_need = $(if $(shell printf '\043include <$(1)>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo y),,$(error header <$(1)> not found: install $(2) (or run `make deps`)))
+
+# Each is evaluated once, on first use (a recursive variable that replaces
+# itself with its value).
+WORKER_CFLAGS = $(eval WORKER_CFLAGS := $(call pkg_flags,--cflags,$(WORKER_PKGS)))$(WORKER_CFLAGS)
+WORKER_LIBS   = $(eval WORKER_LIBS := $(call pkg_flags,--libs,$(WORKER_PKGS)) $(call hdr_need,wslay/wslay.h,libwslay-dev)-lwslay)$(WORKER_LIBS)
+CHECK_CFLAGS  = $(eval CHECK_CFLAGS := $(call pkg_flags,--cflags,check))$(CHECK_CFLAGS)
+CHECK_LIBS    = $(eval CHECK_LIBS := $(call pkg_flags,--libs,check))$(CHECK_LIBS)
 
 COMMON_SRC  := $(wildcard common/*.c)
 SUP_SRC     := $(filter-out supervisor/main.c,$(wildcard supervisor/*.c))
@@ -65,6 +83,11 @@ BENCHES    := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 all: $(SUPERVISOR) $(WORKER) $(FIXTURES)
 
 $(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WORKER_CFLAGS) -c $< -o $@
+
+# Only the Check suites need Check's flags.
+$(BUILD)/obj/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WORKER_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
@@ -161,4 +184,5 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
+-include tests/fuzz/fuzz.mk
 -include $(shell find $(BUILD)/obj $(BUILD)/supobj -name '*.d' 2>/dev/null)
