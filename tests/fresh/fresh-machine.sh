@@ -136,10 +136,10 @@ INNER
 main() {
 	preflight
 	build_root
-	local work inner commit who
-	work=$(mktemp -d /tmp/hermes-fresh.XXXXXX)
-	trap 'rm -rf "$work"' EXIT
-	inner=$work/inner.sh
+	local inner commit who
+	WORK=$(mktemp -d /tmp/hermes-fresh.XXXXXX)
+	trap 'rm -rf "$WORK"' EXIT
+	inner=$WORK/inner.sh
 	write_inner "$inner"
 	chmod 755 "$inner"
 	commit=$(git -C "$SRC" rev-parse HEAD)
