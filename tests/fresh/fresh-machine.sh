@@ -145,7 +145,7 @@ main() {
 	commit=$(git -C "$SRC" rev-parse HEAD)
 	# Only the commit under test goes into the container, as a bare
 	# repository to clone from (a worktree's .git points outside the tree).
-	git init -q --bare "$WORK/repo.git" &&
+	git init -q --bare --initial-branch=main "$WORK/repo.git" &&
 		git -C "$SRC" push -q "$WORK/repo.git" HEAD:refs/heads/main ||
 		fail "cannot export $commit from $SRC"
 	who=${FRESH_USER:-root}
@@ -154,7 +154,7 @@ main() {
 	systemd-nspawn -q -D "$ROOT" --volatile=overlay --register=no --keep-unit \
 		--resolv-conf=copy-host --bind-ro="$WORK/repo.git":/src/repo --bind-ro="$inner":/src/inner.sh \
 		--setenv=FRESH_COMMIT="$commit" --setenv=FRESH_TESTS="${FRESH_TESTS:-1}" \
-		--setenv=DEBIAN_FRONTEND=noninteractive --user="$who" --chdir=/ \
+		--setenv=DEBIAN_FRONTEND=noninteractive --setenv=PYTEST_ADDOPTS=-rs --user="$who" --chdir=/ \
 		-- /bin/bash -c 'export HOME=$(getent passwd "$(id -un)" | cut -d: -f6); exec /src/inner.sh'
 	rc=$?
 	log "container finished in $((SECONDS - start)) s with status $rc"
