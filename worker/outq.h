@@ -65,7 +65,11 @@ typedef void (*outq_health_fn)(void *plat, const char *why);
 
 struct outq *outq_new(struct event_base *base, const char *name, const struct outq_limits *lim,
     struct intake *journal, outq_send_fn send, outq_health_fn health, void *plat);
-/* Frees the queue; attempts still out are answered into nothing.  NULL is a no-op. */
+/*
+ * Frees the queue; attempts still out are answered into nothing, and the
+ * done callbacks of messages not finished never run (their pieces stay in
+ * the journal for the next worker).  NULL is a no-op.
+ */
 void outq_free(struct outq *q);
 
 /*

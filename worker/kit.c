@@ -1,0 +1,565 @@
+/* kit.c - a platform's journal, queue and link, tied to the hub (see kit.h). */
+#include "kit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+
+#include "hub.h"
+#include "log.h"
+#include "strmap.h"
+#include "util.h"
+
+/* How long replies in flight may take to leave at a stop, and the whole stop. */
+#define KIT_DRAIN_USEC  (2 * 1000000ULL)
+#define KIT_STOP_USEC   (4 * 1000000ULL)
+
+/* One message handed to the hub, until it is handled. */
+struct kit_taken {
+	struct kit *k;
+	char *id;
+};
+
+struct kit_staged {
+	char *id, *json;
+};
+
+struct kit_commit_ctx {
+	struct kit *k;
+	struct kit_staged *batch;
+	size_t n;
+	intake_commit_fn cb;
+	void *arg;
+};
+
+struct kit_send_ctx;
+TAILQ_HEAD(kit_sends, kit_send_ctx);
+
+struct kit {
+	struct event_base *base;
+	struct hub *hub;
+	char *name;
+	struct kit_ops ops;
+	void *plat;
+	struct intake *journal;
+	struct outq *q;
+	struct link *link;
+
+	struct kit_staged *staged;
+	size_t nstaged, staged_cap;
+	struct strmap *taken;           /* id -> kit_taken */
+	struct strmap *reply_seq;       /* inbound id -> pieces sent in reply */
+	unsigned long seq;              /* keys of messages that reply to nothing */
+	struct kit_sends sends;         /* sends whose callback is still due */
+
+	char *queue_error;
+	int stopping, closed, syncing;
+	plat_stopped_fn stopped_cb;
+	void *stopped_arg;
+	struct event *stop_ev, *now_ev;
+};
+
+/* ---- states ------------------------------------------------------------ */
+
+static enum plat_state
+kit_plat_state(enum link_state st)
+{
+	switch (st) {
+	case LINK_CONNECTING:
+		return PLAT_CONNECTING;
+	case LINK_UP:
+		return PLAT_UP;
+	case LINK_BACKOFF:
+		return PLAT_BACKOFF;
+	case LINK_UNAUTHORIZED:
+		return PLAT_UNAUTHORIZED;
+	default:
+		return PLAT_STOPPED;
+	}
+}
+
+/* Reports the link's state; "up" carries the queue's trouble when there is some. */
+static void
+kit_report(struct kit *k)
+{
+	enum link_state st = link_state(k->link);
+	const char *d = link_detail(k->link);
+
+	if (st == LINK_UP && k->queue_error != NULL)
+		d = k->queue_error;
+	hub_platform_state(k->hub, k->name, kit_plat_state(st), d[0] != '\0' ? d : NULL);
+}
+
+static void
+kit_link_report(void *arg, enum link_state st, const char *detail)
+{
+	(void)st;
+	(void)detail;
+	kit_report(arg);
+}
+
+static void
+kit_queue_health(void *arg, const char *why)
+{
+	struct kit *k = arg;
+
+	free(k->queue_error);
+	k->queue_error = why != NULL ? xstrdup(why) : NULL;
+	kit_report(k);
+}
+
+static void
+kit_connect(void *arg)
+{
+	struct kit *k = arg;
+
+	k->ops.connect(k->plat);
+}
+
+static void
+kit_send_attempt(void *arg, const struct outq_piece *p, struct outq_attempt *a)
+{
+	struct kit *k = arg;
+
+	k->ops.send(k->plat, p, a);
+}
+
+/* ---- inbound ------------------------------------------------------------- */
+
+static const char *const kit_chat_types[] = { "dm", "group", "thread" };
+
+/* The journal's form of one message. */
+static char *
+kit_inbound_json(const struct inbound *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *s;
+
+	if (o == NULL || !cJSON_AddStringToObject(o, "chat", m->chat_id) ||
+	    !cJSON_AddStringToObject(o, "type", kit_chat_types[m->chat_type]) ||
+	    (m->thread_id != NULL && !cJSON_AddStringToObject(o, "thread", m->thread_id)) ||
+	    !cJSON_AddStringToObject(o, "user", m->user_id) ||
+	    (m->user_name != NULL && !cJSON_AddStringToObject(o, "name", m->user_name)) ||
+	    !cJSON_AddStringToObject(o, "text", m->text) ||
+	    !cJSON_AddNumberToObject(o, "time", (double)m->time) ||
+	    !cJSON_AddBoolToObject(o, "addressed", m->addressed))
+		fatalx("%s: out of memory", __func__);
+	s = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (s == NULL)
+		fatalx("%s: out of memory", __func__);
+	return s;
+}
+
+static const char *
+kit_str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Reads a journaled message back; returns 0, or -1 when damaged. */
+static int
+kit_inbound_parse(const cJSON *o, const char *id, struct inbound *m)
+{
+	const char *type = kit_str(o, "type");
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "time");
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	m->message_id = id;
+	m->chat_id = kit_str(o, "chat");
+	m->thread_id = kit_str(o, "thread");
+	m->user_id = kit_str(o, "user");
+	m->user_name = kit_str(o, "name");
+	m->text = kit_str(o, "text");
+	m->addressed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "addressed"));
+	if (m->chat_id == NULL || m->user_id == NULL || m->text == NULL || type == NULL ||
+	    !cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble > 4e12)
+		return -1;
+	m->time = (time_t)t->valuedouble;
+	for (i = 0; i < ARRAY_LEN(kit_chat_types); i++)
+		if (strcmp(type, kit_chat_types[i]) == 0) {
+			m->chat_type = (enum chat_type)i;
+			return 0;
+		}
+	return -1;
+}
+
+static void
+kit_done(void *arg)
+{
+	struct kit_taken *t = arg;
+	struct kit *k = t->k;
+
+	strmap_del(k->taken, t->id);
+	strmap_del(k->reply_seq, t->id);
+	intake_done(k->journal, t->id);
+	free(t->id);
+	free(t);
+}
+
+/* Hands one journaled message to the hub. */
+static void
+kit_deliver(struct kit *k, const char *id, const char *json, size_t len)
+{
+	cJSON *o;
+	struct inbound m;
+	struct kit_taken *t;
+
+	if (strmap_get(k->taken, id) != NULL)
+		return;
+	o = cJSON_ParseWithLength(json, len);
+	if (o == NULL || kit_inbound_parse(o, id, &m) < 0) {
+		log_warnx("%s: a journaled message (%s) is damaged; dropped", k->name, id);
+		intake_done(k->journal, id);
+		cJSON_Delete(o);
+		return;
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->k = k;
+	t->id = xstrdup(id);
+	strmap_put(k->taken, id, t);
+	hub_inbound(k->hub, k->name, &m, kit_done, t);
+	cJSON_Delete(o);
+}
+
+static void
+kit_replay_one(void *arg, const char *id, const char *data, size_t len)
+{
+	kit_deliver(arg, id, data, len);
+}
+
+enum intake_add
+kit_inbound(struct kit *k, const struct inbound *m)
+{
+	char *json;
+	enum intake_add r;
+
+	if (m->message_id == NULL || m->chat_id == NULL || m->user_id == NULL || m->text == NULL)
+		return INTAKE_INVALID;
+	json = kit_inbound_json(m);
+	r = intake_add(k->journal, m->message_id, json, strlen(json));
+	if (r != INTAKE_NEW) {
+		free(json);
+		return r;
+	}
+	if (k->nstaged == k->staged_cap) {
+		k->staged_cap = k->staged_cap ? k->staged_cap * 2 : 16;
+		k->staged = xrealloc(k->staged, k->staged_cap * sizeof(*k->staged));
+	}
+	k->staged[k->nstaged].id = xstrdup(m->message_id);
+	k->staged[k->nstaged].json = json;
+	k->nstaged++;
+	return INTAKE_NEW;
+}
+
+static void
+kit_committed(void *arg, int ok)
+{
+	struct kit_commit_ctx *c = arg;
+	size_t i;
+
+	for (i = 0; i < c->n; i++) {
+		if (ok && !c->k->stopping)
+			kit_deliver(c->k, c->batch[i].id, c->batch[i].json, strlen(c->batch[i].json));
+		free(c->batch[i].id);
+		free(c->batch[i].json);
+	}
+	free(c->batch);
+	if (c->cb != NULL)
+		c->cb(c->arg, ok);
+	free(c);
+}
+
+void
+kit_commit(struct kit *k, const char *cursor, intake_commit_fn cb, void *arg)
+{
+	struct kit_commit_ctx *c = xcalloc(1, sizeof(*c));
+
+	c->k = k;
+	c->batch = k->staged;
+	c->n = k->nstaged;
+	c->cb = cb;
+	c->arg = arg;
+	k->staged = NULL;
+	k->nstaged = k->staged_cap = 0;
+	intake_commit(k->journal, cursor, kit_committed, c);
+}
+
+const char *
+kit_cursor(const struct kit *k)
+{
+	return intake_cursor(k->journal);
+}
+
+/* ---- outbound ------------------------------------------------------------ */
+
+struct kit_send_ctx {
+	TAILQ_ENTRY(kit_send_ctx) link;
+	struct kit *k;
+	plat_sent_fn cb;
+	void *arg;
+	int now;                        /* answered from the loop: already queued */
+};
+
+static void
+kit_sent(void *arg, int ok)
+{
+	struct kit_send_ctx *c = arg;
+
+	TAILQ_REMOVE(&c->k->sends, c, link);
+	if (c->cb != NULL)
+		c->cb(c->arg, ok);
+	free(c);
+}
+
+/* An id made fit for a key: printable, no spaces, bounded. */
+static void
+kit_key_part(char *dst, size_t len, const char *id)
+{
+	size_t i;
+
+	for (i = 0; id[i] != '\0' && i + 1 < len && i < 120; i++)
+		dst[i] = (unsigned char)id[i] <= 0x20 || id[i] == 0x7f || id[i] == '.' ? '_' : id[i];
+	dst[i] = '\0';
+}
+
+/*
+ * The message's idempotency key: "r.<inbound id>.<n>" for the n-th reply
+ * to that message (the same when the next worker answers it again), else
+ * one unique to this worker.
+ */
+static void
+kit_key(struct kit *k, const struct outbound *msg, char *key, size_t len)
+{
+	char part[128];
+	uintptr_t n;
+
+	if (msg->reply_to != NULL && msg->reply_to[0] != '\0') {
+		n = (uintptr_t)strmap_get(k->reply_seq, msg->reply_to);
+		strmap_put(k->reply_seq, msg->reply_to, (void *)(n + 1));
+		kit_key_part(part, sizeof(part), msg->reply_to);
+		snprintf(key, len, "r.%s.%lu", part, (unsigned long)n);
+	} else
+		snprintf(key, len, "w%ld.%lu.%lu", (long)getpid(), (unsigned long)time(NULL),
+		    ++k->seq);
+}
+
+/* Answers the sends found already queued by an earlier worker. */
+static void
+kit_sent_now(evutil_socket_t fd, short what, void *arg)
+{
+	struct kit *k = arg;
+	struct kit_send_ctx *c, *next;
+
+	(void)fd;
+	(void)what;
+	for (c = TAILQ_FIRST(&k->sends); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->now)
+			kit_sent(c, 1);
+	}
+}
+
+void
+kit_send(struct kit *k, const struct outbound *msg, plat_sent_fn cb, void *arg)
+{
+	struct kit_send_ctx *c = xcalloc(1, sizeof(*c));
+	char key[200];
+
+	c->k = k;
+	c->cb = cb;
+	c->arg = arg;
+	TAILQ_INSERT_TAIL(&k->sends, c, link);
+	kit_key(k, msg, key, sizeof(key));
+	if (outq_push(k->q, msg->chat_id, msg->thread_id, msg->reply_to, msg->text, key,
+	    kit_sent, c) < 0) {
+		/* the previous worker queued this very reply: it goes out once, from there */
+		log_debug("%s: reply %s is already queued", k->name, key);
+		c->now = 1;
+		event_active(k->now_ev, EV_TIMEOUT, 0);
+	}
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+static void kit_stop_finish(struct kit *k);
+
+static void
+kit_stop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct kit *k = arg;
+
+	(void)fd;
+	(void)what;
+	if (!k->closed)
+		log_warnx("%s: the connection did not close in time", k->name);
+	kit_stop_finish(k);
+}
+
+struct kit *
+kit_new(const struct plat_env *env, const struct kit_ops *ops, void *plat, char *err,
+    size_t errlen)
+{
+	struct intake_opts io = { .base = env->base, .dir = env->state_dir, .name = env->name };
+	struct kit *k = xcalloc(1, sizeof(*k));
+
+	k->journal = intake_open(&io, err, errlen);
+	if (k->journal == NULL) {
+		free(k);
+		return NULL;
+	}
+	k->base = env->base;
+	k->hub = env->hub;
+	k->name = xstrdup(env->name);
+	k->ops = *ops;
+	k->plat = plat;
+	k->q = outq_new(env->base, env->name, &ops->limits, k->journal, kit_send_attempt,
+	    kit_queue_health, k);
+	k->link = link_new(env->base, env->name, &ops->link, kit_connect, kit_link_report, k);
+	TAILQ_INIT(&k->sends);
+	k->taken = strmap_new();
+	k->reply_seq = strmap_new();
+	k->stop_ev = evtimer_new(env->base, kit_stop_deadline, k);
+	k->now_ev = evtimer_new(env->base, kit_sent_now, k);
+	if (k->stop_ev == NULL || k->now_ev == NULL)
+		fatalx("%s: out of memory", __func__);
+	return k;
+}
+
+static void
+kit_taken_free(void *v)
+{
+	struct kit_taken *t = v;
+
+	free(t->id);
+	free(t);
+}
+
+void
+kit_free(struct kit *k)
+{
+	struct kit_send_ctx *c;
+	size_t i;
+
+	if (k == NULL)
+		return;
+	outq_free(k->q);
+	/* replies left for the next worker: their callbacks never run */
+	while ((c = TAILQ_FIRST(&k->sends)) != NULL) {
+		TAILQ_REMOVE(&k->sends, c, link);
+		free(c);
+	}
+	link_free(k->link);
+	intake_free(k->journal);
+	for (i = 0; i < k->nstaged; i++) {
+		free(k->staged[i].id);
+		free(k->staged[i].json);
+	}
+	free(k->staged);
+	strmap_free(k->taken, kit_taken_free);
+	strmap_free(k->reply_seq, NULL);
+	event_free(k->stop_ev);
+	event_free(k->now_ev);
+	free(k->queue_error);
+	free(k->name);
+	free(k);
+}
+
+void
+kit_start(struct kit *k)
+{
+	intake_each_inbound(k->journal, kit_replay_one, k);
+	outq_restore(k->q);
+	link_start(k->link);
+}
+
+struct link *
+kit_link(struct kit *k)
+{
+	return k->link;
+}
+
+struct intake *
+kit_intake(struct kit *k)
+{
+	return k->journal;
+}
+
+const char *
+kit_name(const struct kit *k)
+{
+	return k->name;
+}
+
+int
+kit_stopping(const struct kit *k)
+{
+	return k->stopping;
+}
+
+static void
+kit_synced(void *arg, int ok)
+{
+	struct kit *k = arg;
+	plat_stopped_fn cb = k->stopped_cb;
+
+	if (!ok)
+		log_warnx("%s: the journal could not be synced at stop", k->name);
+	link_stopped(k->link);
+	k->stopped_cb = NULL;
+	if (cb != NULL)
+		cb(k->stopped_arg);
+}
+
+/* Everything is closed (or out of time): sync the journal, then report. */
+static void
+kit_stop_finish(struct kit *k)
+{
+	if (k->stopped_cb == NULL || k->syncing)
+		return;
+	k->syncing = 1;
+	event_del(k->stop_ev);
+	intake_sync(k->journal, kit_synced, k);
+}
+
+static void
+kit_drained(void *arg)
+{
+	struct kit *k = arg;
+
+	if (k->ops.close != NULL && !k->closed)
+		k->ops.close(k->plat);
+	else
+		kit_closed(k);
+}
+
+void
+kit_stop(struct kit *k, plat_stopped_fn cb, void *arg)
+{
+	struct timeval tv = { KIT_STOP_USEC / 1000000, KIT_STOP_USEC % 1000000 };
+
+	if (k->stopping)
+		return;
+	k->stopping = 1;
+	k->stopped_cb = cb;
+	k->stopped_arg = arg;
+	link_stop(k->link);
+	evtimer_add(k->stop_ev, &tv);
+	outq_drain(k->q, mono_usec() + KIT_DRAIN_USEC, kit_drained, k);
+}
+
+void
+kit_closed(struct kit *k)
+{
+	k->closed = 1;
+	if (k->stopping)
+		kit_stop_finish(k);
+}

@@ -1,0 +1,93 @@
+/*
+ * kit.h - what every platform shares, behind one handle: its intake
+ * journal, its outbound queue and its connection's life cycle, tied to
+ * the hub.  A platform on the kit is its protocol only: it parses events
+ * into struct inbound, hands them over with kit_inbound() and
+ * kit_commit(), acknowledges its server (or persists its cursor there)
+ * only in the commit's callback, and implements one send attempt.
+ *
+ *   server -> platform parse -> kit_inbound (staged) -> kit_commit (one
+ *   fdatasync) -> ack the server / advance the cursor, and the hub gets
+ *   the messages -> reply -> kit_send -> outq (journaled, keyed) ->
+ *   ops.send (one attempt) -> outq_result
+ *
+ * What the next worker gets: every committed event not yet handled, in
+ * order and with the same ids (the hub answers it; the handled set drops
+ * what the server delivers again), every reply piece not yet delivered
+ * (sent again with the same idempotency key), and the last cursor.
+ * Reply keys derive from the inbound message's id, so a reply that a
+ * killed worker had sent, when the next worker answers the replayed
+ * message again, carries the same key: a platform with an idempotency key
+ * (Discord nonce, Matrix txnId, Feishu uuid) posts it once.
+ */
+#ifndef HERMES_KIT_H
+#define HERMES_KIT_H
+
+#include <stdint.h>
+
+#include "intake.h"
+#include "link.h"
+#include "outq.h"
+#include "platform.h"
+
+struct kit;
+
+struct kit_ops {
+	/* One connection attempt; the platform calls link_up / link_fail on kit_link(). */
+	void (*connect)(void *plat);
+	/* One send attempt (see outq.h). */
+	outq_send_fn send;
+	/*
+	 * Closes the connection for a stop (e.g. with a close code that keeps
+	 * a resumable session); the platform calls kit_closed() when it is
+	 * down.  NULL: nothing to close.
+	 */
+	void (*close)(void *plat);
+	struct outq_limits limits;      /* defaults for this platform */
+	struct link_opts link;
+};
+
+/*
+ * Opens the platform's journal (named after env->name) and creates its
+ * queue and link.  Returns NULL with a message in err when another
+ * process holds the journal.  plat is handed back to every op.
+ */
+struct kit *kit_new(const struct plat_env *env, const struct kit_ops *ops, void *plat,
+    char *err, size_t errlen);
+/* Only after the stop has completed.  NULL is a no-op. */
+void kit_free(struct kit *k);
+
+/* Hands the previous worker's pending messages to the hub, restores its
+ * unsent replies, and starts the link. */
+void kit_start(struct kit *k);
+
+struct link *kit_link(struct kit *k);
+struct intake *kit_intake(struct kit *k);
+const char *kit_name(const struct kit *k);
+
+/* Stages one event (copied).  INTAKE_DUP: already pending or handled; ack it and drop it. */
+enum intake_add kit_inbound(struct kit *k, const struct inbound *m);
+/*
+ * Commits what was staged and the cursor (NULL: unchanged).  On ok the
+ * messages go to the hub and the platform may acknowledge; on failure
+ * they are forgotten (the platform must not acknowledge, and backs off).
+ * cb (may be NULL) runs from the loop.
+ */
+void kit_commit(struct kit *k, const char *cursor, intake_commit_fn cb, void *arg);
+/* The cursor the last commit left (an earlier worker's at start), or NULL. */
+const char *kit_cursor(const struct kit *k);
+
+/* The platform vtable's send: queues one outbound piece; cb(arg, ok) once. */
+void kit_send(struct kit *k, const struct outbound *msg, plat_sent_fn cb, void *arg);
+
+/*
+ * The platform vtable's stop: replies in flight get a short drain, then
+ * ops.close, then the journal is synced and cb runs (bounded in time).
+ */
+void kit_stop(struct kit *k, plat_stopped_fn cb, void *arg);
+/* The platform's connection is down (after ops.close, or on its own). */
+void kit_closed(struct kit *k);
+/* 1 once kit_stop has been called. */
+int kit_stopping(const struct kit *k);
+
+#endif
