@@ -61,7 +61,9 @@ struct kit {
 	int stopping, closed, syncing;
 	plat_stopped_fn stopped_cb;
 	void *stopped_arg;
-	struct event *stop_ev, *now_ev;
+	struct event *stop_ev, *now_ev, *open_ev;
+	char *state_dir;
+	unsigned open_fails;
 };
 
 /* ---- states ------------------------------------------------------------ */
@@ -242,7 +244,7 @@ kit_inbound(struct kit *k, const struct inbound *m)
 	char *json;
 	enum intake_add r;
 
-	if (m->message_id == NULL || m->chat_id == NULL || m->user_id == NULL || m->text == NULL)
+	if (k->journal == NULL || m->message_id == NULL || m->chat_id == NULL || m->user_id == NULL || m->text == NULL)
 		return INTAKE_INVALID;
 	json = kit_inbound_json(m);
 	r = intake_add(k->journal, m->message_id, json, strlen(json));
@@ -290,13 +292,15 @@ kit_commit(struct kit *k, const char *cursor, intake_commit_fn cb, void *arg)
 	c->arg = arg;
 	k->staged = NULL;
 	k->nstaged = k->staged_cap = 0;
+	if (k->journal == NULL)
+		fatalx("%s: %s: commit before the journal is open", k->name, __func__);
 	intake_commit(k->journal, cursor, kit_committed, c);
 }
 
 const char *
 kit_cursor(const struct kit *k)
 {
-	return intake_cursor(k->journal);
+	return k->journal != NULL ? intake_cursor(k->journal) : NULL;
 }
 
 /* ---- outbound ------------------------------------------------------------ */
@@ -391,6 +395,7 @@ kit_send(struct kit *k, const struct outbound *msg, plat_sent_fn cb, void *arg)
 /* ---- life cycle ------------------------------------------------------------ */
 
 static void kit_stop_finish(struct kit *k);
+static void kit_open_cb(evutil_socket_t fd, short what, void *arg);
 
 static void
 kit_stop_deadline(evutil_socket_t fd, short what, void *arg)
@@ -405,31 +410,26 @@ kit_stop_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 struct kit *
-kit_new(const struct plat_env *env, const struct kit_ops *ops, void *plat, char *err,
-    size_t errlen)
+kit_new(const struct plat_env *env, const struct kit_ops *ops, void *plat)
 {
-	struct intake_opts io = { .base = env->base, .dir = env->state_dir, .name = env->name };
 	struct kit *k = xcalloc(1, sizeof(*k));
 
-	k->journal = intake_open(&io, err, errlen);
-	if (k->journal == NULL) {
-		free(k);
-		return NULL;
-	}
 	k->base = env->base;
 	k->hub = env->hub;
 	k->name = xstrdup(env->name);
+	k->state_dir = xstrdup(env->state_dir);
 	k->ops = *ops;
 	k->plat = plat;
-	k->q = outq_new(env->base, env->name, &ops->limits, k->journal, kit_send_attempt,
-	    kit_queue_health, k);
 	k->link = link_new(env->base, env->name, &ops->link, kit_connect, kit_link_report, k);
+	k->q = outq_new(env->base, env->name, &ops->limits, NULL, kit_send_attempt,
+	    kit_queue_health, k);
 	TAILQ_INIT(&k->sends);
 	k->taken = strmap_new();
 	k->reply_seq = strmap_new();
 	k->stop_ev = evtimer_new(env->base, kit_stop_deadline, k);
 	k->now_ev = evtimer_new(env->base, kit_sent_now, k);
-	if (k->stop_ev == NULL || k->now_ev == NULL)
+	k->open_ev = evtimer_new(env->base, kit_open_cb, k);
+	if (k->stop_ev == NULL || k->now_ev == NULL || k->open_ev == NULL)
 		fatalx("%s: out of memory", __func__);
 	return k;
 }
@@ -468,17 +468,56 @@ kit_free(struct kit *k)
 	strmap_free(k->reply_seq, NULL);
 	event_free(k->stop_ev);
 	event_free(k->now_ev);
+	event_free(k->open_ev);
+	free(k->state_dir);
 	free(k->queue_error);
 	free(k->name);
 	free(k);
 }
 
-void
-kit_start(struct kit *k)
+/*
+ * Opens the journal, replays it and starts the link; while another process
+ * holds the journal (a worker not yet gone), retries with a backoff.
+ */
+static void
+kit_open(struct kit *k)
 {
+	struct intake_opts io = { .base = k->base, .dir = k->state_dir, .name = k->name };
+	struct link_opts lo = { .backoff_max_usec = 10000000 };
+	char err[512];
+	uint64_t d;
+	struct timeval tv;
+
+	if (k->stopping)
+		return;
+	k->journal = intake_open(&io, err, sizeof(err));
+	if (k->journal == NULL) {
+		d = link_backoff(&lo, k->open_fails++, 0);
+		log_warnx("%s: %s; retrying in %.0f s", k->name, err, (double)d / 1e6);
+		hub_platform_state(k->hub, k->name, PLAT_BACKOFF, err);
+		tv.tv_sec = (time_t)(d / 1000000);
+		tv.tv_usec = (suseconds_t)(d % 1000000);
+		evtimer_add(k->open_ev, &tv);
+		return;
+	}
+	outq_set_journal(k->q, k->journal);
 	intake_each_inbound(k->journal, kit_replay_one, k);
 	outq_restore(k->q);
 	link_start(k->link);
+}
+
+static void
+kit_open_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	kit_open(arg);
+}
+
+void
+kit_start(struct kit *k)
+{
+	kit_open(k);
 }
 
 struct link *
@@ -527,7 +566,11 @@ kit_stop_finish(struct kit *k)
 		return;
 	k->syncing = 1;
 	event_del(k->stop_ev);
-	intake_sync(k->journal, kit_synced, k);
+	event_del(k->open_ev);
+	if (k->journal != NULL)
+		intake_sync(k->journal, kit_synced, k);
+	else
+		kit_synced(k, 1);
 }
 
 static void
@@ -562,4 +605,10 @@ kit_closed(struct kit *k)
 	k->closed = 1;
 	if (k->stopping)
 		kit_stop_finish(k);
+}
+
+struct outq *
+kit_outq(struct kit *k)
+{
+	return k->q;
 }

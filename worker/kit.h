@@ -48,21 +48,24 @@ struct kit_ops {
 };
 
 /*
- * Opens the platform's journal (named after env->name) and creates its
- * queue and link.  Returns NULL with a message in err when another
- * process holds the journal.  plat is handed back to every op.
+ * Creates the queue and link (no I/O: the platform's create may call it).
+ * plat is handed back to every op.
  */
-struct kit *kit_new(const struct plat_env *env, const struct kit_ops *ops, void *plat,
-    char *err, size_t errlen);
+struct kit *kit_new(const struct plat_env *env, const struct kit_ops *ops, void *plat);
 /* Only after the stop has completed.  NULL is a no-op. */
 void kit_free(struct kit *k);
 
-/* Hands the previous worker's pending messages to the hub, restores its
- * unsent replies, and starts the link. */
+/*
+ * Opens the platform's journal (<state_dir>/<name>.journal; retried while
+ * another process holds it), hands the previous worker's pending messages
+ * to the hub, restores its unsent replies, and starts the link.
+ */
 void kit_start(struct kit *k);
 
 struct link *kit_link(struct kit *k);
+/* NULL until the journal is open. */
 struct intake *kit_intake(struct kit *k);
+struct outq *kit_outq(struct kit *k);
 const char *kit_name(const struct kit *k);
 
 /* Stages one event (copied).  INTAKE_DUP: already pending or handled; ack it and drop it. */

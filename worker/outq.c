@@ -593,6 +593,12 @@ outq_restore_one(void *arg, const char *key, const char *data, size_t len)
 	cJSON_Delete(o);
 }
 
+void
+outq_set_journal(struct outq *q, struct intake *journal)
+{
+	q->journal = journal;
+}
+
 size_t
 outq_restore(struct outq *q)
 {
