@@ -1,61 +1,37 @@
 #!/usr/bin/python3
 """A protocol-faithful fake of Discord's REST API (v10) and Gateway, for tests.
 
-Three TLS ports on 127.0.0.1 with a certificate from a throwaway CA (trustme;
-the CA is written to <dir>/ca.pem for the client's tls.ca_file):
-  REST     https://127.0.0.1:PORT/api/v10/...
-  gateway  wss://127.0.0.1:GATEWAY_PORT      (the url of GET /gateway/bot)
-  resume   wss://127.0.0.1:RESUME_PORT       (READY's resume_gateway_url)
-and a plain-HTTP control port for tests.
-
-Behaviour copied from Discord (discord-api-docs: gateway.mdx,
-opcodes-and-status-codes.mdx, rate-limits.mdx, message.mdx):
-- REST: `Authorization: Bot <token>` or 401 {"message":"401: Unauthorized",
-  "code":0}; errors are {"message","code"[,"errors"]}: 10003 Unknown Channel
-  (404), 10008 Unknown Message (404), 50001 Missing Access (403), 50006 empty
-  message, 50035 Invalid Form Body (content > 2000, bad nonce, unknown reply
-  target), 50109 invalid JSON.  Every response of a known route carries
-  X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket; buckets are per
-  route and major parameter (the channel) and enforced, plus a global limit;
-  a 429 has Retry-After, X-RateLimit-Scope (+ X-RateLimit-Global) and the
-  body {"message","retry_after" (float s),"global"}.
-- POST /channels/{id}/messages honours nonce + enforce_nonce (a nonce seen
-  within nonce_window returns that message, nothing is posted twice) and
-  message_reference (type 19, referenced_message); the bot's own messages come
-  back as MESSAGE_CREATE, as Discord does.
-- Gateway (`?v=10&encoding=json`; compress= and etf are refused with HTTP 400,
-  permessage-deflate is never negotiated): HELLO, heartbeats ACKed, a
-  connection without a heartbeat for interval*grace is closed (4009, the
-  session stays resumable: gateway.mdx "your connection will be closed and
-  you will be forced to Resume"); IDENTIFY checks token (4004), intents
-  (4013 unknown bits, 4014 privileged not enabled "in the portal"), shard
-  (4010); READY then GUILD_CREATE; sessions buffer dispatches while detached
-  and replay those after `seq` on RESUME, then RESUMED; an unknown, ended or
-  expired session gets op 9 d=false; a bad seq gets 4007.  A client close 1000
-  or 1001 ends the session; any other close or a dropped TCP connection keeps
-  it resumable for resume_timeout.  Payloads > 4096 bytes or not JSON: 4002;
-  unknown op: 4001; before IDENTIFY: 4003; a second IDENTIFY: 4005; more than
-  120 payloads a minute (heartbeats exempt, since tests shorten the interval):
-  4008.  Without MESSAGE_CONTENT, content/embeds/attachments/components are
-  empty except in DMs, the bot's own messages and messages mentioning it.
-- Stricter than Discord: a RESUME on the main gateway url gets op 9 false
-  (strict_resume_url), to prove the client uses resume_gateway_url.
+TLS on 127.0.0.1 with a certificate from a throwaway CA (trustme, written to
+<dir>/ca.pem): REST at https://127.0.0.1:PORT/api/v10, the gateway (the url of
+GET /gateway/bot) and the resume gateway (READY's resume_gateway_url) on two
+more ports; a plain-HTTP control port for tests.  Facts and their sources
+(discord-api-docs gateway.mdx, opcodes-and-status-codes.mdx, rate-limits.mdx,
+message.mdx) are in the docstrings below.  Where it departs from Discord:
+- one guild with three text channels (one the bot cannot see) and DMs;
+- JSON only: `compress=` and `encoding=etf` get HTTP 400, permessage-deflate
+  is never negotiated;
+- a RESUME on the main gateway url gets op 9 false (strict_resume_url), to
+  prove the client uses resume_gateway_url; Discord only disconnects such
+  clients more often;
+- heartbeats do not count toward the 120 payloads/minute (tests shorten the
+  interval); a missed heartbeat closes with 4009 and the session stays
+  resumable (gateway.mdx: "your connection will be closed and you will be
+  forced to Resume"; the close code is not documented).
 
 Control API (JSON) on the control port:
-  POST /message {channel_id | dm:true, user_id, username, content, is_bot,
-                 mention_bot, reply_to, reply_to_bot}   -> {"id","channel_id"}
-  POST /messages {"messages": [spec, ...]}             -> {"messages": [...]}
-  GET  /sent?after=N&wait=S[&channel_id=C]             -> {"sent", "last"}
-  GET  /state  counters, sessions, typing, config
-  POST /gateway_fault {kind: reconnect | invalid_session (resumable) |
-        close (code, invalidate) | drop | heartbeat_request | stop_acks |
-        resume_acks}                                    -> {"connections": N}
-  POST /rest_fault {kind: 429 (retry_after, global, scope) | 500 | 502 |
-        503 | 504 | slow (delay) | drop | drop_after, route ("*" or e.g.
-        "POST /channels/{id}/messages"), count}
-  POST /clear_faults, POST /revoke_token, POST /config {...}, POST /reset
+  POST /message {channel_id | dm, user_id, username, content, is_bot,
+                 mention_bot, reply_to, reply_to_bot}  -> {"id", "channel_id"}
+  POST /messages {"messages": [spec, ...]}            -> {"messages": [...]}
+  GET  /sent?after=N&wait=S[&channel_id=C]            -> {"sent", "last"}
+  GET  /state: counters, sessions, config
+  POST /gateway_fault {kind: reconnect | invalid_session (resumable) | close
+       (code, invalidate) | drop | heartbeat_request | stop_acks | resume_acks}
+  POST /rest_fault {kind: 429 (retry_after, global, scope) | 500 | 502 | 503 |
+       504 | slow (delay) | drop | drop_after, route ("*" or "POST
+       /channels/{id}/messages"), count}
+  POST /clear_faults, /revoke_token, /config {Config fields}, /reset
 Run: fake_discord.py --dir DIR [--token T] [--heartbeat-interval MS]; prints
-one JSON line (ports, urls, ca, ids) when ready and writes it to
+one JSON line (ports, urls, ca, ids) when ready, also written to
 <dir>/fake-discord.json.
 """
 import argparse
@@ -387,7 +363,18 @@ class Connection:
 
 
 class Gateway:
-    """The gateway: connections, sessions, IDENTIFY/RESUME, heartbeats, faults."""
+    """The gateway: connections, sessions, IDENTIFY/RESUME, heartbeats, faults.
+
+    HELLO, then heartbeats (op 1) ACKed with op 11.  IDENTIFY checks the token
+    (4004), intents (4013 unknown bits, 4014 privileged ones not enabled in the
+    portal) and shard (4010), then READY and GUILD_CREATE.  RESUME replays the
+    session's dispatches after seq, then RESUMED; an unknown, ended or expired
+    session gets op 9 false, a seq from the future 4007.  A client close
+    1000/1001 ends the session; another code or a dropped connection keeps it
+    for resume_timeout.  Payloads over 4096 bytes or not JSON: 4002; an
+    unknown op: 4001; others before IDENTIFY: 4003; a second IDENTIFY: 4005;
+    over gateway_rate: 4008.
+    """
 
     def __init__(self, cfg, world, stats):
         self.cfg, self.world, self.stats = cfg, world, stats
@@ -440,11 +427,9 @@ class Gateway:
     def _gone(self, conn, client_code):
         """After a connection ends: detach its session, or end it (1000/1001)."""
         if conn.server_close is not None:
-            key = str(conn.server_close)
-            self.stats["server_closes"][key] = self.stats["server_closes"].get(key, 0) + 1
+            self.stats["server_closes"][str(conn.server_close)] += 1
         elif client_code is not None:
-            key = str(client_code)
-            self.stats["client_closes"][key] = self.stats["client_closes"].get(key, 0) + 1
+            self.stats["client_closes"][str(client_code)] += 1
         else:
             self.stats["client_drops"] += 1
         s = conn.session
@@ -634,7 +619,12 @@ class Gateway:
 
 
 class RateLimiter:
-    """Per-route buckets (per major parameter) and the global limit, with headers."""
+    """Per-route buckets (per major parameter, the channel) and the global limit.
+
+    X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket on every answer of
+    a known route; a 429 has Retry-After, X-RateLimit-Scope (X-RateLimit-Global
+    when global) and {"message", "retry_after" (float s), "global"}.
+    """
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -686,7 +676,14 @@ class RateLimiter:
 
 
 class Rest:
-    """The REST routes under /api/v10, with auth, faults and rate limits around them."""
+    """The REST routes under /api/v10, with auth, faults and rate limits around them.
+
+    `Authorization: Bot <token>` or 401 {"message": "401: Unauthorized", "code":
+    0}; errors are {"message", "code"[, "errors"]}.  Creating a message honours
+    nonce + enforce_nonce (the same nonce within nonce_window returns the first
+    message, nothing is posted twice) and message_reference (type 19,
+    referenced_message); the bot's own messages come back as MESSAGE_CREATE.
+    """
 
     def __init__(self, cfg, world, gateway, stats):
         self.cfg, self.world, self.gateway, self.stats = cfg, world, gateway, stats
@@ -721,7 +718,7 @@ class Rest:
         name, handler, auth, params = self._match(request)
         if name is None:
             return error(404, "404: Not Found", 0)
-        self.stats["rest"][name] = self.stats["rest"].get(name, 0) + 1
+        self.stats["rest"][name] += 1
         if not request.headers.get("User-Agent", "").startswith("DiscordBot"):
             self.stats["bad_user_agent"] += 1
         major = params.get("cid")
@@ -901,8 +898,9 @@ def new_stats():
                 "reconnects client_drops rest_401 rest_403 rest_429 bad_user_agent "
                 "nonce_dedup").split()
     stats = dict.fromkeys(counters, 0)
-    stats.update(last_heartbeat_d=None, client_closes={}, server_closes={},
-                 identifies=[], rest={}, typing=[])
+    stats.update(last_heartbeat_d=None, client_closes=collections.Counter(),
+                 server_closes=collections.Counter(), rest=collections.Counter(),
+                 identifies=[], typing=[])
     return stats
 
 
