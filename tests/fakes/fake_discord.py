@@ -129,9 +129,14 @@ class Config:
                        "POST /channels/{id}/typing": [5, 5.0], "default": [50, 1.0]}
 
     def update(self, body):
+        """Applies settings; an unknown name or a value of the wrong type raises."""
         for key, value in body.items():
-            if not hasattr(self, key):
-                raise KeyError(key)
+            if key.startswith("_") or not hasattr(self, key):
+                raise ValueError("unknown setting %r" % key)
+            current = getattr(self, key)
+            kind = {"token": str, "routes": dict}.get(key, type(current))
+            if not isinstance(value, (int, float) if kind is float else kind):
+                raise ValueError("%s must be %s" % (key, kind.__name__))
             if key == "routes":
                 self.routes.update(value)
             else:
@@ -388,7 +393,7 @@ class Gateway:
         q = request.query
         if "compress" in q or q.get("encoding", "json") != "json":
             return web.Response(status=400, text="this fake speaks uncompressed JSON only")
-        ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 16, timeout=5)
+        ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 20, timeout=5)
         await ws.prepare(request)
         via = request.app["via"]
         conn = Connection(ws, request, via, self.cfg.heartbeat_interval / 1000)
@@ -928,6 +933,15 @@ class Control:
     def __init__(self, fake):
         self.fake = fake
 
+    @staticmethod
+    @web.middleware
+    async def bad_input(request, handler):
+        """Any bad control request gets a 400 that says why; the fake stays up."""
+        try:
+            return await handler(request)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise web.HTTPBadRequest(text="%s: %s" % (type(e).__name__, e))
+
     def routes(self, app):
         for method, path, fn in (
                 ("POST", "/message", self.message), ("POST", "/messages", self.messages),
@@ -941,19 +955,15 @@ class Control:
 
     @staticmethod
     async def _body(request):
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="body is not JSON")
+        body = await request.json()
         if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object")
+            raise ValueError("the body must be a JSON object")
         return body
 
     def _inject(self, spec):
-        try:
-            msg = self.fake.world.inject(spec)
-        except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e))
+        if not isinstance(spec, dict):
+            raise ValueError("a message spec must be a JSON object")
+        msg = self.fake.world.inject(spec)
         self.fake.gateway.publish(msg)
         return {"id": msg["id"], "channel_id": msg["channel_id"]}
 
@@ -990,17 +1000,14 @@ class Control:
             "rest_faults": f.rest.faults, "config": f.cfg.public()})
 
     async def gateway_fault(self, request):
-        try:
-            n = await self.fake.gateway.fault(await self._body(request))
-        except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e))
+        n = await self.fake.gateway.fault(await self._body(request))
         return web.json_response({"connections": n})
 
     async def rest_fault(self, request):
         f = await self._body(request)
         if str(f.get("kind")) not in ("429", "500", "502", "503", "504", "slow", "drop",
                                       "drop_after"):
-            raise web.HTTPBadRequest(text="unknown rest fault %r" % f.get("kind"))
+            raise ValueError("unknown rest fault %r" % f.get("kind"))
         f.setdefault("route", "*")
         f["count"] = int(f.get("count", 1))
         self.fake.rest.faults.append(f)
@@ -1021,10 +1028,7 @@ class Control:
         return web.json_response({"ok": True})
 
     async def config(self, request):
-        try:
-            self.fake.cfg.update(await self._body(request))
-        except KeyError as e:
-            raise web.HTTPBadRequest(text="unknown setting %s" % e)
+        self.fake.cfg.update(await self._body(request))
         return web.json_response(self.fake.cfg.public())
 
     async def reset(self, request):
@@ -1078,7 +1082,7 @@ async def serve(args):
         gw["via"] = via
         gw.router.add_get("/", gateway_handler)
         apps.append((gw, port, ctx))
-    ctl = web.Application()
+    ctl = web.Application(middlewares=[Control.bad_input])
     Control(fake).routes(ctl)
     apps.append((ctl, args.ctl_port, None))
     started = [await start_site(app, port, tls) for app, port, tls in apps]

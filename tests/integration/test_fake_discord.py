@@ -8,6 +8,7 @@ import asyncio
 import json
 import ssl
 import time
+import urllib.error
 
 import aiohttp
 import pytest
@@ -282,7 +283,7 @@ def test_nonce_dedup(dc):
 
 
 def test_route_bucket_enforced_with_429(dc):
-    dc.fake.configure(routes={"POST /channels/{id}/messages": [3, 2.0]})
+    dc.fake.configure(routes={"POST /channels/{id}/messages": [3, 4.0]})
 
     async def body():
         buckets = set()
@@ -290,13 +291,13 @@ def test_route_bucket_enforced_with_429(dc):
             st, h, _ = await dc.post(content="r")
             assert st == 200 and h["X-RateLimit-Limit"] == "3"
             assert h["X-RateLimit-Remaining"] == str(left)
-            assert 0 < float(h["X-RateLimit-Reset-After"]) <= 2.0
+            assert 0 < float(h["X-RateLimit-Reset-After"]) <= 4.0
             assert abs(float(h["X-RateLimit-Reset"]) - time.time() -
                        float(h["X-RateLimit-Reset-After"])) < 1.0
             buckets.add(h["X-RateLimit-Bucket"])
         st, h, err = await dc.post(content="r")
         assert st == 429 and err["global"] is False and err["message"]
-        assert isinstance(err["retry_after"], float) and 0 < err["retry_after"] <= 2.0
+        assert isinstance(err["retry_after"], float) and 0 < err["retry_after"] <= 4.0
         assert h["X-RateLimit-Scope"] == "user" and h["X-RateLimit-Remaining"] == "0"
         assert int(h["Retry-After"]) >= err["retry_after"] and "X-RateLimit-Global" not in h
         st, h, _ = await dc.post(channel=dc.fake.channels["second"], content="r")
@@ -308,7 +309,7 @@ def test_route_bucket_enforced_with_429(dc):
 
 
 def test_global_limit(dc):
-    dc.fake.configure(global_rate=[3, 1.0])
+    dc.fake.configure(global_rate=[3, 5.0])
 
     async def body():
         for _ in range(3):
@@ -577,17 +578,17 @@ def test_content_empty_without_message_content_intent(dc):
 
 
 def test_heartbeats_enforced(dc):
-    dc.fake.configure(heartbeat_interval=600)
+    dc.fake.configure(heartbeat_interval=1000)
 
     async def body():
         t0 = time.monotonic()
         g = await dc.connect(heartbeat=False)
-        assert g.interval == 0.6
+        assert g.interval == 1.0
         ready = await g.identify(dc.token)
         assert await g.closed() == 4009
-        assert time.monotonic() - t0 >= 0.6
+        assert time.monotonic() - t0 >= 1.0       # closed after interval * grace
         ok = await dc.connect(heartbeat=True)               # a heartbeating client stays
-        await ok.silent(2.0)
+        await ok.silent(2.5)
         r = await dc.connect(dc.fake.resume_url)            # the timed-out one resumes
         await r.resume(dc.token, ready["session_id"], g.seq)
         await r.dispatch("RESUMED")
@@ -736,6 +737,23 @@ def test_counters(dc):
         assert st["sessions"][0]["seq"] == 3 and st["config"]["heartbeat_interval"] == 2000
         assert "token" not in st["config"]
     dc.run(body)
+
+
+def test_control_rejects_bad_input(fake):
+    fake.reset()
+    for call in (lambda: fake.configure(heartbeat_interval="fast"),
+                 lambda: fake.configure(no_such_setting=1),
+                 lambda: fake.message(channel_id="999"),
+                 lambda: fake.message(reply_to="123"),
+                 lambda: fake.gateway_fault("explode"),
+                 lambda: fake.rest_fault("418"),
+                 lambda: fake._ctl("POST", "/messages", {"messages": [1]}),
+                 lambda: fake._ctl("GET", "/sent?after=x")):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            call()
+        assert e.value.code == 400 and e.value.read()
+    assert fake.configure(heartbeat_interval=1500)["heartbeat_interval"] == 1500
+    assert fake.message(content="still up")["channel_id"] == fake.channels["general"]
 
 
 def test_startup_file_and_clean_shutdown(tmp_path):
