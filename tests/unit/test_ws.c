@@ -427,71 +427,46 @@ START_TEST(test_key_is_random)
 }
 END_TEST
 
-/* Answers the request with raw and waits for the terminal event. */
-static void
-answer_and_wait(const char *raw)
+/* Answers that the client must refuse, and what it must say. */
+static const struct refusal {
+	const char *extra;              /* header lines added to a valid 101, or */
+	const char *raw;                /* the whole answer */
+	int status;
+	const char *why;
+} refusals[] = {
+	{ NULL, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade"
+	  "\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", 101,
+	  "wrong Sec-WebSocket-Accept" },
+	{ NULL, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+	  "Connection: Upgrade\r\n\r\n", 101, "missing Sec-WebSocket-Accept" },
+	{ "Sec-WebSocket-Extensions: permessage-deflate\r\n", NULL, 101, "extension" },
+	{ "Sec-WebSocket-Protocol: chat\r\n", NULL, 101, "subprotocol" },
+	{ "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n", NULL, 101,
+	  "wrong Sec-WebSocket-Accept" },
+	{ "Bad header line\r\n", NULL, 101, "malformed" },
+	{ NULL, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", 401, "HTTP 401" },
+	{ NULL, "HTTP/1.1 302 Found\r\nLocation: ws://elsewhere/\r\n\r\n", 302,
+	  "redirects are not followed" },
+	{ NULL, "HTTP/1.1 1010 Nonsense\r\n\r\n", 0, "not an HTTP/1.1 response" },
+	{ NULL, "SSH-2.0-OpenSSH_9.2\r\n\r\n", 0, "not an HTTP/1.1 response" },
+	{ NULL, "HTTP/1.1 101 OK\r\nUpgrade: h2c\r\n\r\n", 101, "missing Upgrade" },
+};
+
+START_TEST(test_handshake_refused)
 {
+	const struct refusal *t = &refusals[_i];
+	const char *a;
+
 	start(NULL);
 	peer_read_request();
-	peer_write(raw, strlen(raw));
+	a = t->raw != NULL ? t->raw : answer_101(t->extra);
+	peer_write(a, strlen(a));
 	WAIT_FOR(rec.term != 0);
 	ck_assert_int_eq(rec.open, 0);
-}
-
-START_TEST(test_bad_accept_refused)
-{
-	answer_and_wait("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-	    "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
 	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.status, 101);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "Sec-WebSocket-Accept"));
-}
-END_TEST
-
-START_TEST(test_missing_accept_refused)
-{
-	answer_and_wait("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-	    "Connection: Upgrade\r\n\r\n");
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "missing Sec-WebSocket-Accept"));
-}
-END_TEST
-
-START_TEST(test_extension_refused)
-{
-	start(NULL);
-	peer_read_request();
-	peer_write(answer_101("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
-	    strlen(answer_101("Sec-WebSocket-Extensions: permessage-deflate\r\n")));
-	WAIT_FOR(rec.term != 0);
-	ck_assert_int_eq(rec.open, 0);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "extension"));
-}
-END_TEST
-
-START_TEST(test_non_101_refused)
-{
-	answer_and_wait("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.status, 401);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "HTTP 401"));
-}
-END_TEST
-
-START_TEST(test_redirect_not_followed)
-{
-	answer_and_wait("HTTP/1.1 302 Found\r\nLocation: ws://elsewhere/\r\n\r\n");
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.status, 302);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "redirects are not followed"));
-}
-END_TEST
-
-START_TEST(test_not_http_refused)
-{
-	answer_and_wait("SSH-2.0-OpenSSH_9.2\r\n\r\n");
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.status, 0);
+	ck_assert_int_eq(rec.status, t->status);
+	ck_assert_msg(strstr(rec.reason, t->why) != NULL, "%s", rec.reason);
+	WAIT_FOR(peer_eof());
 }
 END_TEST
 
@@ -705,6 +680,23 @@ START_TEST(test_unknown_opcode)
 	start_open(NULL);
 	peer_frame(1, 3, 0, "?", 1);
 	expect_violation(1002, "protocol error");
+}
+END_TEST
+
+START_TEST(test_control_frame_too_long)
+{
+	char big[126] = { 0 };
+
+	start_open(NULL);
+	peer_frame(1, 9, 0, big, sizeof(big));  /* pings carry at most 125 bytes */
+	peer_read_frame();
+	ck_assert_int_eq(fr.op, 8);             /* wslay's close here has no code */
+	close(peer.fd);
+	peer.fd = -1;
+	WAIT_FOR(rec.term != 0);
+	ck_assert_int_eq(rec.term, WS_EV_ERROR);
+	ck_assert_int_eq(rec.code, 1002);
+	ck_assert_ptr_nonnull(strstr(rec.reason, "protocol error"));
 }
 END_TEST
 
@@ -1226,12 +1218,7 @@ ws_suite(void)
 	tcase_add_test(tc, test_accept_vector);
 	tcase_add_test(tc, test_handshake_accepted);
 	tcase_add_test(tc, test_key_is_random);
-	tcase_add_test(tc, test_bad_accept_refused);
-	tcase_add_test(tc, test_missing_accept_refused);
-	tcase_add_test(tc, test_extension_refused);
-	tcase_add_test(tc, test_non_101_refused);
-	tcase_add_test(tc, test_redirect_not_followed);
-	tcase_add_test(tc, test_not_http_refused);
+	tcase_add_loop_test(tc, test_handshake_refused, 0, (int)ARRAY_LEN(refusals));
 	tcase_add_test(tc, test_oversized_header_refused);
 	tcase_add_test(tc, test_text_and_binary_both_ways);
 	tcase_add_test(tc, test_masking);
@@ -1243,6 +1230,7 @@ ws_suite(void)
 	tcase_add_test(tc, test_truncated_utf8_across_fragments);
 	tcase_add_test(tc, test_masked_server_frame);
 	tcase_add_test(tc, test_unknown_opcode);
+	tcase_add_test(tc, test_control_frame_too_long);
 	tcase_add_test(tc, test_server_close_echoed);
 	tcase_add_test(tc, test_server_close_without_code);
 	tcase_add_test(tc, test_client_close_answered);

@@ -22,6 +22,7 @@
 #include "net/ws.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -67,7 +68,7 @@ struct ws {
 	ws_event_fn cb;
 	void *arg;
 	struct ws_opts opts;            /* defaults filled in; headers not kept */
-	char key[32];                   /* Sec-WebSocket-Key */
+	char accept[32];                /* the Sec-WebSocket-Accept expected */
 	char hostport[300];             /* for messages */
 	struct event *deadline;         /* handshake, then close */
 	struct event *idle;
@@ -84,11 +85,6 @@ struct ws {
 	struct ws_event term;           /* the terminal event, once done */
 	char term_reason[700];
 };
-
-static void ws_read_cb(struct bufferevent *, void *);
-static void ws_write_cb(struct bufferevent *, void *);
-static void ws_event_cb(struct bufferevent *, short, void *);
-static void ws_pump(struct ws *);
 
 /* Runs the user's callback unless the connection was freed. */
 static void
@@ -238,11 +234,10 @@ ws_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int 
 {
 	struct ws *ws = arg;
 
+	(void)ctx;
 	(void)flags;
-	if (evbuffer_add(bufferevent_get_output(ws->bev), data, len) != 0) {
-		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-		return -1;
-	}
+	if (evbuffer_add(bufferevent_get_output(ws->bev), data, len) != 0)
+		fatalx("%s: out of memory", __func__);
 	return (ssize_t)len;
 }
 
@@ -275,14 +270,12 @@ ws_wslay_frame_start(wslay_event_context_ptr ctx,
 static void
 ws_note_close(struct ws *ws, const struct wslay_event_on_msg_recv_arg *a)
 {
+	/* wslay checked it: at most 123 bytes of UTF-8 after the code. */
 	size_t n = a->msg_length > 2 ? a->msg_length - 2 : 0;
 
 	ws->peer_code = a->status_code != 0 ? a->status_code : WSLAY_CODE_NO_STATUS_RCVD;
-	if (n >= sizeof(ws->peer_reason))
-		n = sizeof(ws->peer_reason) - 1;
-	if (n > 0)
-		memcpy(ws->peer_reason, a->msg + 2, n);
-	ws->peer_reason[n] = '\0';
+	snprintf(ws->peer_reason, sizeof(ws->peer_reason), "%.*s", (int)n,
+	    n > 0 ? (const char *)a->msg + 2 : "");
 }
 
 /* A whole message from wslay: data goes to the user, pings and pongs stay here. */
@@ -314,21 +307,14 @@ ws_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_a
 static void
 ws_describe_violation(struct ws *ws, int code)
 {
-	const char *what;
-
-	switch (code) {
-	case WSLAY_CODE_MESSAGE_TOO_BIG:
+	if (code == WSLAY_CODE_MESSAGE_TOO_BIG)
 		snprintf(ws->fail, sizeof(ws->fail), "%s: message larger than %zu bytes",
 		    ws->hostport, ws->opts.max_message);
-		return;
-	case WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA:
-		what = "invalid UTF-8 in a text message or close reason";
-		break;
-	default:
-		what = "protocol error (masked, reserved or malformed frame)";
-		break;
-	}
-	snprintf(ws->fail, sizeof(ws->fail), "%s: %s", ws->hostport, what);
+	else
+		snprintf(ws->fail, sizeof(ws->fail), "%s: %s", ws->hostport,
+		    code == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA ?
+		    "invalid UTF-8 in a text message or close reason" :
+		    "protocol error (masked, reserved or malformed frame)");
 }
 
 /* Moves an open connection to closing once a close frame went either way. */
@@ -387,20 +373,6 @@ ws_pump(struct ws *ws)
 	ws_flush(ws);
 }
 
-/* Base64 of SHA-1 of key and the RFC's GUID: the expected Sec-WebSocket-Accept. */
-static void
-ws_accept_for(const char *key, char *out, size_t outlen)
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	char *in = xasprintf("%s%s", key, WS_GUID);
-
-	if (outlen < 32 || EVP_Digest(in, strlen(in), md, &mdlen, EVP_sha1(), NULL) != 1)
-		fatalx("%s: SHA-1 failed", __func__);
-	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
-	free(in);
-}
-
 /* 1 when the comma-separated list value holds token (case-insensitive). */
 static int
 ws_has_token(const char *value, const char *token)
@@ -421,7 +393,7 @@ ws_has_token(const char *value, const char *token)
 static const char *
 ws_check_header(struct ws *ws, char *line, int *seen)
 {
-	char *colon = strchr(line, ':'), *v, *end, want[32];
+	char *colon = strchr(line, ':'), *v, *end;
 
 	if (colon == NULL || colon == line || line[0] == ' ' || line[0] == '\t')
 		return "malformed response header";
@@ -434,8 +406,7 @@ ws_check_header(struct ws *ws, char *line, int *seen)
 	else if (strcasecmp(line, "Connection") == 0 && ws_has_token(v, "upgrade"))
 		*seen |= 2;
 	else if (strcasecmp(line, "Sec-WebSocket-Accept") == 0) {
-		ws_accept_for(ws->key, want, sizeof(want));
-		if (strcmp(v, want) != 0 || (*seen & 4))
+		if (strcmp(v, ws->accept) != 0 || (*seen & 4))
 			return "wrong Sec-WebSocket-Accept";
 		*seen |= 4;
 	} else if (strcasecmp(line, "Sec-WebSocket-Extensions") == 0 && *v != '\0')
@@ -453,16 +424,15 @@ ws_check_header(struct ws *ws, char *line, int *seen)
 static const char *
 ws_check_head(struct ws *ws, char *head, int *status)
 {
-	char *line = head, *next, sp;
+	char *line, *next, *c = head + 9;
 	const char *why;
 	int seen = 0;
 
-	*status = 0;
-	if (strncmp(head, "HTTP/1.1 ", 9) != 0 || sscanf(head + 9, "%3d%c", status, &sp) < 1 ||
-	    *status < 100 || *status > 599) {
-		*status = 0;
+	if (strncmp(head, "HTTP/1.1 ", 9) != 0 || !isdigit((unsigned char)c[0]) ||
+	    !isdigit((unsigned char)c[1]) || !isdigit((unsigned char)c[2]) ||
+	    strchr(" \r", c[3]) == NULL)
 		return "not an HTTP/1.1 response";
-	}
+	*status = atoi(c);
 	if (*status != 101)
 		return *status >= 300 && *status < 400 ? "redirects are not followed" :
 		    "the server did not switch protocols";
@@ -688,19 +658,25 @@ ws_write_request(struct ws *ws, const struct ws_url *u, const char *const *heade
 {
 	struct evbuffer *out = bufferevent_get_output(ws->bev);
 	int v6 = strchr(u->host, ':') != NULL;
-	unsigned char nonce[16];
+	unsigned char nonce[16], md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen;
+	char key[32], both[80];
 	size_t i;
 
 	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
 		fatalx("%s: no random bytes", __func__);
-	EVP_EncodeBlock((unsigned char *)ws->key, nonce, sizeof(nonce));
+	EVP_EncodeBlock((unsigned char *)key, nonce, sizeof(nonce));
+	snprintf(both, sizeof(both), "%s%s", key, WS_GUID);
+	if (EVP_Digest(both, strlen(both), md, &mdlen, EVP_sha1(), NULL) != 1)
+		fatalx("%s: SHA-1 failed", __func__);
+	EVP_EncodeBlock((unsigned char *)ws->accept, md, (int)mdlen);
 	evbuffer_add_printf(out, "GET %s HTTP/1.1\r\nHost: %s%s%s", u->target,
 	    v6 ? "[" : "", u->host, v6 ? "]" : "");
 	if (u->port != (u->tls ? 443 : 80))
 		evbuffer_add_printf(out, ":%d", u->port);
 	evbuffer_add_printf(out, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-	    "User-Agent: hermes-gateway\r\n", ws->key);
+	    "User-Agent: hermes-gateway\r\n", key);
 	for (i = 0; headers != NULL && headers[i] != NULL; i++)
 		evbuffer_add_printf(out, "%s\r\n", headers[i]);
 	evbuffer_add(out, "\r\n", 2);
@@ -714,25 +690,20 @@ ws_alloc(struct event_base *base, const struct ws_url *u, const struct ws_opts *
     ws_event_fn cb, void *arg)
 {
 	struct ws *ws = xcalloc(1, sizeof(*ws));
+	struct ws_opts *o = &ws->opts;
 
 	ws->base = base;
 	ws->cb = cb;
 	ws->arg = arg;
 	if (opts != NULL)
-		ws->opts = *opts;
-	ws->opts.headers = NULL;
-	if (ws->opts.max_frame == 0)
-		ws->opts.max_frame = WS_MAX_FRAME;
-	if (ws->opts.max_frame < 125)
-		ws->opts.max_frame = 125;
-	if (ws->opts.max_message == 0)
-		ws->opts.max_message = WS_MAX_MESSAGE;
-	if (ws->opts.max_header == 0)
-		ws->opts.max_header = WS_MAX_HEADER;
-	if (ws->opts.handshake_timeout <= 0)
-		ws->opts.handshake_timeout = WS_HANDSHAKE_S;
-	if (ws->opts.close_timeout <= 0)
-		ws->opts.close_timeout = WS_CLOSE_S;
+		*o = *opts;
+	o->headers = NULL;
+	/* A control frame (125 bytes) always fits. */
+	o->max_frame = o->max_frame == 0 ? WS_MAX_FRAME : o->max_frame < 125 ? 125 : o->max_frame;
+	o->max_message = o->max_message > 0 ? o->max_message : WS_MAX_MESSAGE;
+	o->max_header = o->max_header > 0 ? o->max_header : WS_MAX_HEADER;
+	o->handshake_timeout = o->handshake_timeout > 0 ? o->handshake_timeout : WS_HANDSHAKE_S;
+	o->close_timeout = o->close_timeout > 0 ? o->close_timeout : WS_CLOSE_S;
 	snprintf(ws->hostport, sizeof(ws->hostport), "%s:%d", u->host, u->port);
 	ws->deadline = evtimer_new(base, ws_deadline_cb, ws);
 	ws->idle = evtimer_new(base, ws_idle_cb, ws);
