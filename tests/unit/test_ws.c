@@ -597,6 +597,18 @@ START_TEST(test_ping_pong)
 }
 END_TEST
 
+/* The server hangs up; the client must report ERROR with code and why. */
+static void
+hang_up_expect(int code, const char *why)
+{
+	close(peer.fd);
+	peer.fd = -1;
+	WAIT_FOR(rec.term != 0);
+	ck_assert_int_eq(rec.term, WS_EV_ERROR);
+	ck_assert_int_eq(rec.code, code);
+	ck_assert_msg(strstr(rec.reason, why) != NULL, "reason: %s", rec.reason);
+}
+
 /*
  * After the server's offence: the client sends a close with want, the
  * server answers and hangs up, and the client reports ERROR with want.
@@ -608,12 +620,7 @@ expect_violation(int want, const char *why)
 	ck_assert_int_eq(close_code(&fr), want);
 	ck_assert_int_eq(rec.term, 0);
 	peer_frame(1, 8, 0, "\x03\xe8", 2);
-	close(peer.fd);
-	peer.fd = -1;
-	WAIT_FOR(rec.term != 0);
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.code, want);
-	ck_assert_msg(strstr(rec.reason, why) != NULL, "reason: %s", rec.reason);
+	hang_up_expect(want, why);
 	ck_assert_int_eq(rec.nmsg, 0);
 }
 
@@ -691,12 +698,7 @@ START_TEST(test_control_frame_too_long)
 	peer_frame(1, 9, 0, big, sizeof(big));  /* pings carry at most 125 bytes */
 	peer_read_frame();
 	ck_assert_int_eq(fr.op, 8);             /* wslay's close here has no code */
-	close(peer.fd);
-	peer.fd = -1;
-	WAIT_FOR(rec.term != 0);
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.code, 1002);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "protocol error"));
+	hang_up_expect(1002, "protocol error");
 }
 END_TEST
 
@@ -802,12 +804,7 @@ END_TEST
 START_TEST(test_eof_without_close)
 {
 	start_open(NULL);
-	close(peer.fd);
-	peer.fd = -1;
-	WAIT_FOR(rec.term != 0);
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_int_eq(rec.code, 1006);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "without a close frame"));
+	hang_up_expect(1006, "without a close frame");
 }
 END_TEST
 
@@ -815,11 +812,7 @@ START_TEST(test_eof_during_handshake)
 {
 	start(NULL);
 	peer_read_request();
-	close(peer.fd);
-	peer.fd = -1;
-	WAIT_FOR(rec.term != 0);
-	ck_assert_int_eq(rec.term, WS_EV_ERROR);
-	ck_assert_ptr_nonnull(strstr(rec.reason, "during the handshake"));
+	hang_up_expect(1006, "during the handshake");
 }
 END_TEST
 
@@ -912,9 +905,7 @@ START_TEST(test_free_inside_terminal_callbacks)
 	start_open(NULL);
 	peer_frame(1, 1, 1, "masked", 6);
 	peer_read_frame();
-	close(peer.fd);
-	peer.fd = -1;
-	WAIT_FOR(rec.term != 0);
+	hang_up_expect(1002, "protocol error");
 	ck_assert_ptr_null(rec.ws);
 	memset(&rec, 0, sizeof(rec));
 	rec.free_on = WS_EV_CLOSE;
