@@ -705,6 +705,12 @@ cmd_stop_run(struct hub_msg *m)
 	if (hs == NULL || hs->running == NULL || hs->running->call == NULL)
 		return "Nothing is running in this conversation.";
 	r = hs->running;
+	if (!cmd_may_stop(r->user_id, m->user_id, is_admin(m->h, m->p, m->user_id,
+	    m->user_name))) {
+		log_info("%s: /stop by user %s refused: the call in %s is another user's",
+		    m->p->name, m->user_id, hs->key);
+		return CMD_STOP_REFUSED;
+	}
 	agent_cancel(r->call);
 	r->call = NULL;
 	m->h->nrunning--;

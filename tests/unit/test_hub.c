@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "agent.h"
+#include "commands.h"
 #include "config.h"
 #include "hub.h"
 #include "restart.h"
@@ -448,6 +449,58 @@ START_TEST(test_commands)
 }
 END_TEST
 
+/* The hub's count of running agent calls. */
+static int
+hub_running(void)
+{
+	cJSON *st = hub_status_json(hub);
+	int n = cJSON_GetObjectItem(st, "running")->valueint;
+
+	cJSON_Delete(st);
+	return n;
+}
+
+/* Replaces the echo agent with one whose calls run until cancelled. */
+static void
+use_slow_agent(void)
+{
+	cJSON *conf = cJSON_Parse("{\"backend\": \"exec\", \"timeout\": 60, "
+	    "\"command\": [\"/bin/sleep\", \"30\"]}");
+	char err[256];
+
+	agent_free(agent);
+	agent = agent_new(base, NULL, NULL, conf, err, sizeof(err));
+	ck_assert_msg(agent != NULL, "%s", err);
+	cJSON_Delete(conf);
+}
+
+START_TEST(test_stop_only_own_call_in_shared_session)
+{
+	use_slow_agent();
+	hub_up("{\"allowed_users\": [\"*\"], \"admins\": [\"boss\"]}", 0);
+	/* A forum topic: one session shared by its members. */
+	post("1", "g1", CHAT_THREAD, "alice", NULL, "a long question", 1);
+	ck_assert_int_eq(hub_running(), 1);
+	post("2", "g1", CHAT_THREAD, "mallory", NULL, "/stop", 1);
+	run_until(&dones, 1);
+	ck_assert_int_eq(fk.nsent, 1);
+	ck_assert_str_eq(fk.sent[0].text, CMD_STOP_REFUSED);
+	ck_assert_int_eq(hub_running(), 1);
+	/* Its owner may. */
+	post("3", "g1", CHAT_THREAD, "alice", NULL, "/stop", 1);
+	run_until(&dones, 3);
+	ck_assert_int_eq(hub_running(), 0);
+	ck_assert_str_eq(fk.sent[1].text, "Stopped the agent's running answer.");
+	/* So may an admin, anyone's. */
+	post("4", "g1", CHAT_THREAD, "alice", NULL, "another long one", 1);
+	ck_assert_int_eq(hub_running(), 1);
+	post("5", "g1", CHAT_THREAD, "boss", NULL, "/stop", 1);
+	run_until(&dones, 5);
+	ck_assert_int_eq(hub_running(), 0);
+	ck_assert_str_eq(fk.sent[2].text, "Stopped the agent's running answer.");
+}
+END_TEST
+
 START_TEST(test_split_to_max_text)
 {
 	char big[200];
@@ -745,6 +798,7 @@ hub_suite(void)
 	tcase_add_test(tc, test_order_within_session);
 	tcase_add_test(tc, test_history_persisted);
 	tcase_add_test(tc, test_commands);
+	tcase_add_test(tc, test_stop_only_own_call_in_shared_session);
 	tcase_add_test(tc, test_split_to_max_text);
 	tcase_add_test(tc, test_restart_refused_for_non_admin);
 	tcase_add_test(tc, test_restart_transaction);
