@@ -619,6 +619,66 @@ START_TEST(test_restart_transaction)
 }
 END_TEST
 
+START_TEST(test_restart_without_marker)
+{
+	char *blocker = xasprintf("%s/restart.json", dir);
+	int i, home = 0;
+
+	/* A directory where the marker goes: it cannot be written. */
+	ck_assert_int_eq(mkdir(blocker, 0700), 0);
+	hub_up("{\"admins\": [\"boss\"], \"home_channel\": \"home1\"}", 0);
+	dm("7", "boss", "/restart");
+	run_until(&finished_code, 75);
+	ck_assert_int_eq(finished_code, 75);
+	ck_assert_int_eq(fk.nsent, 1);
+	ck_assert_str_eq(fk.sent[0].chat, "c1");
+	ck_assert_ptr_nonnull(strstr(fk.sent[0].text, "Restarting the gateway..."));
+	ck_assert_ptr_nonnull(strstr(fk.sent[0].text, "marker could not be saved"));
+	ck_assert_ptr_nonnull(strstr(fk.sent[0].text, "no \"Gateway online\" notice will follow"));
+
+	/* The next worker knows no chat, but the home channel hears it is back, once. */
+	hub_down();
+	finished_code = -1;
+	memset(&fk.sent, 0, sizeof(fk.sent));
+	fk.nsent = 0;
+	fk.fail_sends = 1;
+	hub_up("{\"admins\": [\"boss\"], \"home_channel\": \"home1\"}", 4);
+	run_for(20);
+	fk.fail_sends = 0;
+	fk.nsent = 0;
+	hub_platform_state(hub, "console", PLAT_BACKOFF, "reconnecting");
+	hub_platform_state(hub, "console", PLAT_UP, NULL);
+	run_for(20);
+	hub_platform_state(hub, "console", PLAT_BACKOFF, "again");
+	hub_platform_state(hub, "console", PLAT_UP, NULL);
+	run_for(20);
+	for (i = 0; i < fk.nsent; i++) {
+		ck_assert_str_eq(fk.sent[i].chat, "home1");
+		ck_assert_str_eq(fk.sent[i].text, "Gateway online (generation 4)");
+		home++;
+	}
+	ck_assert_int_eq(home, 1);
+
+	/* A home channel that asked gets the plain reply: its notice will come. */
+	hub_down();
+	memset(&fk.sent, 0, sizeof(fk.sent));
+	fk.nsent = 0;
+	hub_up("{\"admins\": [\"boss\"], \"home_channel\": \"c1\"}", 0);
+	dm("8", "boss", "/restart");
+	run_until(&finished_code, 75);
+	ck_assert_str_eq(fk.sent[0].text, "Restarting the gateway...");
+	/* No home channel, no marker: a restarted worker stays silent. */
+	hub_down();
+	memset(&fk.sent, 0, sizeof(fk.sent));
+	fk.nsent = 0;
+	hub_up("{}", 5);
+	run_for(20);
+	ck_assert_int_eq(fk.nsent, 0);
+	rmdir(blocker);
+	free(blocker);
+}
+END_TEST
+
 START_TEST(test_restart_ack_wait_is_bounded)
 {
 	uint64_t t0;
@@ -802,6 +862,7 @@ hub_suite(void)
 	tcase_add_test(tc, test_split_to_max_text);
 	tcase_add_test(tc, test_restart_refused_for_non_admin);
 	tcase_add_test(tc, test_restart_transaction);
+	tcase_add_test(tc, test_restart_without_marker);
 	tcase_add_test(tc, test_restart_ack_wait_is_bounded);
 	tcase_add_test(tc, test_online_notice_home_channel_and_retry);
 	tcase_add_test(tc, test_marker_for_other_platform_stays);
