@@ -1,16 +1,21 @@
 /*
  * agent_exec.c - the exec backend: runs the configured argv (no shell)
- * once per message, in the worker's process group.  stdin gets one JSON
+ * once per message, in a process group of its own.  stdin gets one JSON
  * object {session, platform, chat, user, text, history}; stdout is the
- * reply (made valid UTF-8).  The command gets the worker's environment
- * without NOTIFY_SOCKET, WATCHDOG_* and LISTEN_*, and no other descriptor.
+ * reply (made valid UTF-8).  The command gets a scrubbed environment (a
+ * short allowlist plus what the config names in pass_env and env: never
+ * the worker's tokens and keys) and no other descriptor.
  *
- * Everything goes through the event loop: non-blocking pipes, and the
- * child's exit seen through a pidfd (or a polling timer where pidfds are
- * missing), then reaped with waitpid(pid, WNOHANG).  A timeout or an
- * output over max_output kills the child (SIGKILL) and the reply says so;
- * the reply is sent once the child is reaped.  A cancelled call's child
- * is killed and reaped in the background ("orphans").
+ * Everything goes through the event loop: non-blocking pipes read in
+ * bounded chunks per callback, and the child's exit seen through a pidfd
+ * (or a polling timer where pidfds are missing).  Once it has exited, and
+ * before it is reaped (so its pid cannot be reused), its whole group is
+ * killed: background processes it left behind do not pile up.  A timeout
+ * or an output over max_output kills the group (SIGKILL) and the reply
+ * says so; the reply is sent once the child is reaped.  A cancelled
+ * call's group is killed and its child reaped in the background
+ * ("orphans").  stderr keeps its first line and its last few KiB for
+ * the error message; the rest is read and discarded.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,7 @@
 #include <event2/event.h>
 
 #include "agent_impl.h"
+#include "config.h"
 #include "log.h"
 #include "util.h"
 
@@ -36,12 +42,26 @@ extern char **environ;
 #define EXEC_DEFAULT_MAX_OUTPUT (1024 * 1024)
 #define EXEC_MAX_OUTPUT_LIMIT   (64.0 * 1024 * 1024)
 #define EXEC_STDERR_LINE        200
+#define EXEC_STDERR_TAIL        4096    /* the end of stderr kept for the message */
+#define EXEC_READ_BUDGET        (256 * 1024)    /* bytes per pipe per callback */
+#define EXEC_ENV_MAX            64      /* entries in pass_env, and in env */
+#define EXEC_ENV_NAME_MAX       128
+#define EXEC_ENV_VALUE_MAX      65536
 #define EXEC_POLL_USEC          50000
 #define EXEC_REAP_WAIT_MSEC     200     /* per killed child, at agent_free() */
 #define EXEC_GRACE_USEC         200000  /* for stdout to end after the exit */
 #define EXEC_UNREACHABLE        "the agent is unreachable: "
 
-static const char *const exec_keys[] = { "command", "timeout", "max_output", NULL };
+static const char *const exec_keys[] = { "command", "timeout", "max_output", "pass_env",
+	"env", NULL };
+
+/* What every command gets from the worker's environment, when set (LC_* too). */
+static const char *const exec_env_allow[] = { "PATH", "HOME", "LANG", "TZ", "USER",
+	"LOGNAME", "SHELL", "TMPDIR", "TERM" };
+
+/* The service manager's protocol variables: the worker's alone, never passed. */
+static const char *const exec_env_reserved[] = { "NOTIFY_SOCKET", "WATCHDOG_USEC",
+	"WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES" };
 
 struct exec_proc;
 
@@ -50,6 +70,8 @@ struct exec_backend {
 	char **argv;
 	double timeout;
 	size_t max_output;
+	char **env;                     /* the command's environment, NAME=VALUE, owned */
+	size_t nenv;
 	struct exec_proc *procs;        /* children not reaped yet */
 };
 
@@ -77,6 +99,9 @@ struct exec_call {
 	char err_line[EXEC_STDERR_LINE + 1];
 	size_t err_len;
 	int err_line_done;
+	unsigned long long err_total;   /* stderr bytes read */
+	unsigned long long err_first_end;       /* where the first line ended */
+	char err_tail[EXEC_STDERR_TAIL];        /* a ring: the last bytes of stderr */
 	int exited;
 	int grace;                      /* exited; waiting briefly for stdout's end */
 	int status;                     /* the wait status, once exited */
@@ -117,6 +142,160 @@ exec_conf_command(const cJSON *conf, char ***argv, char *err, size_t errlen)
 	return 0;
 }
 
+/* Frees a string that may hold a secret, wiping it first. */
+static void
+exec_env_wipe(char *s)
+{
+	if (s == NULL)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+/* Whether name is a plain variable name: a letter or _, then letters, digits, _. */
+static int
+exec_env_name_ok(const char *name)
+{
+	size_t i;
+
+	if (name[0] == '\0' || strlen(name) > EXEC_ENV_NAME_MAX ||
+	    (name[0] >= '0' && name[0] <= '9'))
+		return 0;
+	for (i = 0; name[i] != '\0'; i++) {
+		char ch = name[i];
+
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Checks a name given in agent.<key>; -1 with err set. */
+static int
+exec_env_check_name(const char *key, const char *name, char *err, size_t errlen)
+{
+	char esc[EXEC_ENV_NAME_MAX + 16];
+	size_t i;
+
+	if (!exec_env_name_ok(name)) {
+		snprintf(err, errlen, "agent.%s: \"%s\" is not a variable name "
+		    "(letters, digits and _, at most %d)", key,
+		    log_escape(esc, sizeof(esc), name, strlen(name)), EXEC_ENV_NAME_MAX);
+		return -1;
+	}
+	for (i = 0; i < ARRAY_LEN(exec_env_reserved); i++) {
+		if (strcmp(name, exec_env_reserved[i]) == 0) {
+			snprintf(err, errlen, "agent.%s: %s belongs to the worker's service "
+			    "manager and is never passed to the command", key, name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Sets NAME=VALUE in the command's environment, replacing an earlier NAME. */
+static void
+exec_env_set(struct exec_backend *x, const char *name, size_t namelen, const char *value)
+{
+	char *e = xasprintf("%.*s=%s", (int)namelen, name, value);
+	size_t i;
+
+	for (i = 0; i < x->nenv; i++) {
+		if (strncmp(x->env[i], name, namelen) == 0 && x->env[i][namelen] == '=') {
+			exec_env_wipe(x->env[i]);
+			x->env[i] = e;
+			return;
+		}
+	}
+	x->env = xrealloc(x->env, (x->nenv + 2) * sizeof(char *));
+	x->env[x->nenv++] = e;
+	x->env[x->nenv] = NULL;
+}
+
+/* The allowlisted variables of the worker's own environment (PATH, HOME, LC_*, ...). */
+static void
+exec_env_inherit(struct exec_backend *x)
+{
+	char **e;
+	size_t i;
+
+	for (e = environ; *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+		size_t n;
+		int keep;
+
+		if (eq == NULL)
+			continue;
+		n = (size_t)(eq - *e);
+		keep = n > 3 && strncmp(*e, "LC_", 3) == 0;
+		for (i = 0; i < ARRAY_LEN(exec_env_allow) && !keep; i++)
+			keep = strlen(exec_env_allow[i]) == n && strncmp(*e, exec_env_allow[i], n) == 0;
+		if (keep)
+			exec_env_set(x, *e, n, eq + 1);
+	}
+}
+
+/* pass_env: names whose values, looked up like every secret, the command gets. */
+static int
+exec_conf_pass_env(struct exec_backend *x, const cJSON *conf, char *err, size_t errlen)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(conf, "pass_env"), *it;
+
+	if (list == NULL)
+		return 0;
+	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) > EXEC_ENV_MAX) {
+		snprintf(err, errlen, "agent.pass_env: must be an array of at most %d "
+		    "variable names", EXEC_ENV_MAX);
+		return -1;
+	}
+	cJSON_ArrayForEach(it, list) {
+		char *v;
+
+		if (!cJSON_IsString(it)) {
+			snprintf(err, errlen, "agent.pass_env: every element must be a string "
+			    "(a variable name)");
+			return -1;
+		}
+		if (exec_env_check_name("pass_env", it->valuestring, err, errlen) < 0)
+			return -1;
+		if ((v = config_secret(it->valuestring)) == NULL) {
+			log_warnx("agent.pass_env: %s is not set; the command runs without it",
+			    it->valuestring);
+			continue;
+		}
+		exec_env_set(x, it->valuestring, strlen(it->valuestring), v);
+		exec_env_wipe(v);
+	}
+	return 0;
+}
+
+/* env: NAME: "value" pairs set for the command, over everything else. */
+static int
+exec_conf_env(struct exec_backend *x, const cJSON *conf, char *err, size_t errlen)
+{
+	const cJSON *obj = cJSON_GetObjectItemCaseSensitive(conf, "env"), *it;
+
+	if (obj == NULL)
+		return 0;
+	if (!cJSON_IsObject(obj) || cJSON_GetArraySize(obj) > EXEC_ENV_MAX) {
+		snprintf(err, errlen, "agent.env: must be an object of at most %d "
+		    "\"NAME\": \"value\" pairs", EXEC_ENV_MAX);
+		return -1;
+	}
+	cJSON_ArrayForEach(it, obj) {
+		if (exec_env_check_name("env", it->string, err, errlen) < 0)
+			return -1;
+		if (!cJSON_IsString(it) || strlen(it->valuestring) > EXEC_ENV_VALUE_MAX) {
+			snprintf(err, errlen, "agent.env: %s must be a string of at most %d bytes",
+			    it->string, EXEC_ENV_VALUE_MAX);
+			return -1;
+		}
+		exec_env_set(x, it->string, strlen(it->string), it->valuestring);
+	}
+	return 0;
+}
+
 static void exec_destroy(void *state);
 
 static int
@@ -127,6 +306,7 @@ exec_create(struct agent *a, const cJSON *conf, void **state, char *err, size_t 
 	x->a = a;
 	x->timeout = EXEC_DEFAULT_TIMEOUT;
 	x->max_output = EXEC_DEFAULT_MAX_OUTPUT;
+	x->env = xcalloc(1, sizeof(char *));
 	if (conf == NULL) {
 		snprintf(err, errlen, "agent.command: required for the exec backend");
 		free(x);
@@ -139,8 +319,26 @@ exec_create(struct agent *a, const cJSON *conf, void **state, char *err, size_t 
 		exec_destroy(x);
 		return -1;
 	}
+	exec_env_inherit(x);
+	if (exec_conf_pass_env(x, conf, err, errlen) < 0 ||
+	    exec_conf_env(x, conf, err, errlen) < 0) {
+		exec_destroy(x);
+		return -1;
+	}
 	*state = x;
 	return 0;
+}
+
+/*
+ * Kills the command's process group: the command and whatever it left
+ * behind (only processes that made a session or group of their own
+ * escape).  Called while the child is unreaped, so the id is still its.
+ */
+static void
+exec_kill_group(pid_t pid)
+{
+	if (pid > 1)
+		kill(-pid, SIGKILL);
 }
 
 /* Frees a proc record (its child reaped or given up on). */
@@ -178,7 +376,7 @@ exec_destroy(void *state)
 	while (x->procs != NULL) {
 		struct exec_proc *p = x->procs;
 
-		kill(p->pid, SIGKILL);
+		exec_kill_group(p->pid);
 		if (p->pidfd >= 0) {
 			struct pollfd pfd = { .fd = p->pidfd, .events = POLLIN };
 
@@ -190,6 +388,9 @@ exec_destroy(void *state)
 	for (a = x->argv; a != NULL && *a != NULL; a++)
 		free(*a);
 	free(x->argv);
+	for (a = x->env; a != NULL && *a != NULL; a++)
+		exec_env_wipe(*a);
+	free(x->env);
 	free(x);
 }
 
@@ -247,7 +448,7 @@ exec_call_free(struct exec_call *ec)
 	if (ec->ev_timeout != NULL)
 		event_free(ec->ev_timeout);
 	if (ec->proc != NULL) {
-		kill(ec->proc->pid, SIGKILL);
+		exec_kill_group(ec->proc->pid);
 		ec->proc->owner = NULL;
 	}
 	free(ec->input);
@@ -266,7 +467,7 @@ exec_kill(struct exec_call *ec, const char *why)
 	if (ec->fail == NULL)
 		ec->fail = xstrdup(why);
 	if (ec->proc != NULL)
-		kill(ec->proc->pid, SIGKILL);
+		exec_kill_group(ec->proc->pid);
 	exec_close(&ec->in_fd, &ec->ev_in);
 	exec_close(&ec->out_fd, &ec->ev_out);
 	exec_close(&ec->err_fd, &ec->ev_err);
@@ -293,14 +494,19 @@ exec_write_cb(evutil_socket_t fd, short what, void *arg)
 	exec_close(&ec->in_fd, &ec->ev_in);
 }
 
-/* Reads what the child's stdout has, up to max_output; closes it at EOF. */
+/*
+ * Reads what the child's stdout has, up to max_output and at most budget
+ * bytes per call (the loop is never held by one pipe: a level-triggered
+ * event brings the rest); closes it at EOF.
+ */
 static void
-exec_read_out(struct exec_call *ec)
+exec_read_out(struct exec_call *ec, size_t budget)
 {
 	char buf[16384];
+	size_t got = 0;
 	ssize_t n;
 
-	while (ec->out_fd >= 0) {
+	while (ec->out_fd >= 0 && got < budget) {
 		n = read(ec->out_fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -310,6 +516,7 @@ exec_read_out(struct exec_call *ec)
 			exec_close(&ec->out_fd, &ec->ev_out);
 			return;
 		}
+		got += (size_t)n;
 		if ((size_t)n > ec->x->max_output - ec->out_len) {
 			char why[128];
 
@@ -335,18 +542,48 @@ exec_read_out_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	exec_read_out(ec);
+	exec_read_out(ec, EXEC_READ_BUDGET);
 	exec_maybe_finish(ec);          /* last: it may free ec */
 }
 
-/* Reads what the child's stderr has, keeping its first line; closes it at EOF. */
+/* Keeps what stderr brought: its first line, and its last bytes in a ring. */
 static void
-exec_read_err(struct exec_call *ec)
+exec_keep_err(struct exec_call *ec, const char *buf, size_t n)
 {
-	char buf[4096];
-	ssize_t n, i;
+	size_t i, at, first;
 
-	while (ec->err_fd >= 0) {
+	for (i = 0; i < n && !ec->err_line_done; i++) {
+		if (buf[i] == '\n' && ec->err_len > 0) {
+			ec->err_line_done = 1;
+			ec->err_first_end = ec->err_total + i;
+		} else if (buf[i] != '\n' && buf[i] != '\r' && ec->err_len < EXEC_STDERR_LINE) {
+			ec->err_line[ec->err_len++] = buf[i];
+		}
+	}
+	if (n > EXEC_STDERR_TAIL) {
+		ec->err_total += n - EXEC_STDERR_TAIL;
+		buf += n - EXEC_STDERR_TAIL;
+		n = EXEC_STDERR_TAIL;
+	}
+	at = (size_t)(ec->err_total % EXEC_STDERR_TAIL);
+	first = n < EXEC_STDERR_TAIL - at ? n : EXEC_STDERR_TAIL - at;
+	memcpy(ec->err_tail + at, buf, first);
+	memcpy(ec->err_tail, buf + first, n - first);
+	ec->err_total += n;
+}
+
+/*
+ * Reads what the child's stderr has, at most budget bytes per call, and
+ * keeps only what the message needs; closes it at EOF.
+ */
+static void
+exec_read_err(struct exec_call *ec, size_t budget)
+{
+	char buf[16384];
+	size_t got = 0;
+	ssize_t n;
+
+	while (ec->err_fd >= 0 && got < budget) {
 		n = read(ec->err_fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -356,13 +593,8 @@ exec_read_err(struct exec_call *ec)
 			exec_close(&ec->err_fd, &ec->ev_err);
 			return;
 		}
-		for (i = 0; i < n && !ec->err_line_done; i++) {
-			if (buf[i] == '\n' && ec->err_len > 0)
-				ec->err_line_done = 1;
-			else if (buf[i] != '\n' && buf[i] != '\r' &&
-			    ec->err_len < EXEC_STDERR_LINE)
-				ec->err_line[ec->err_len++] = buf[i];
-		}
+		got += (size_t)n;
+		exec_keep_err(ec, buf, (size_t)n);
 	}
 }
 
@@ -371,7 +603,7 @@ exec_read_err_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	exec_read_err(arg);
+	exec_read_err(arg, EXEC_READ_BUDGET);
 }
 
 /* The whole-call deadline. */
@@ -395,21 +627,53 @@ exec_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	exec_maybe_finish(ec);          /* last: it may free ec */
 }
 
+/*
+ * The last non-empty line of stderr's kept tail, escaped into out; ""
+ * when there is none besides the first line.
+ */
+static void
+exec_err_last_line(const struct exec_call *ec, char *out, size_t outlen)
+{
+	char tail[EXEC_STDERR_TAIL], line[EXEC_STDERR_LINE];
+	size_t n = ec->err_total < EXEC_STDERR_TAIL ? (size_t)ec->err_total : EXEC_STDERR_TAIL;
+	unsigned long long base = ec->err_total - n;
+	size_t i, b, end, len = 0;
+
+	out[0] = '\0';
+	for (i = 0; i < n; i++)
+		tail[i] = ec->err_tail[(base + i) % EXEC_STDERR_TAIL];
+	for (end = n; end > 0 && (tail[end - 1] == '\n' || tail[end - 1] == '\r'); end--)
+		;
+	for (b = end; b > 0 && tail[b - 1] != '\n'; b--)
+		;
+	if (end == 0 || !ec->err_line_done || base + b <= ec->err_first_end)
+		return;
+	for (i = b; i < end && len < sizeof(line); i++)
+		if (tail[i] != '\r')
+			line[len++] = tail[i];
+	log_escape(out, outlen, line, len);
+}
+
 /* Describes how the child ended into buf ("" when it exited with 0). */
 static void
 exec_describe_status(struct exec_call *ec, char *buf, size_t len)
 {
-	char line[EXEC_STDERR_LINE * 4 + 1];
+	char line[EXEC_STDERR_LINE * 4 + 1], last[EXEC_STDERR_LINE * 4 + 1];
+	char said[sizeof(line) + sizeof(last) + 8];
 	int st = ec->status;
 
 	buf[0] = '\0';
 	log_escape(line, sizeof(line), ec->err_line, ec->err_len);
+	exec_err_last_line(ec, last, sizeof(last));
+	/* What stderr said: its first line, and its last when that differs. */
+	snprintf(said, sizeof(said), "%s%s%s%s", line[0] ? ": " : "", line,
+	    last[0] ? " ... " : "", last);
 	if (WIFSIGNALED(st))
-		snprintf(buf, len, "the command was killed by signal %d (%s)%s%s",
-		    WTERMSIG(st), strsignal(WTERMSIG(st)), line[0] ? ": " : "", line);
+		snprintf(buf, len, "the command was killed by signal %d (%s)%s",
+		    WTERMSIG(st), strsignal(WTERMSIG(st)), said);
 	else if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
-		snprintf(buf, len, "the command exited with status %d%s%s",
-		    WEXITSTATUS(st), line[0] ? ": " : "", line);
+		snprintf(buf, len, "the command exited with status %d%s",
+		    WEXITSTATUS(st), said);
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when invalid. */
@@ -478,7 +742,7 @@ static void
 exec_maybe_finish(struct exec_call *ec)
 {
 	struct agent_call *c = ec->c;
-	char why[EXEC_STDERR_LINE * 4 + 200];
+	char why[EXEC_STDERR_LINE * 8 + 200];
 	char *msg;
 	int ok = 0;
 
@@ -508,20 +772,30 @@ exec_maybe_finish(struct exec_call *ec)
 	free(msg);
 }
 
-/* Reaps the child if it is gone; returns 1 when reaped. */
+/*
+ * Reaps the child if it has exited, after killing its group: until the
+ * child is reaped its pid, and so the group's id, cannot be reused.
+ * Returns 1 when reaped.
+ */
 static int
 exec_proc_reap(struct exec_proc *p)
 {
-	int st = 0;
-	pid_t r;
+	siginfo_t si;
+	int st = 0, r;
+	pid_t w;
 
+	memset(&si, 0, sizeof(si));
 	do
-		r = waitpid(p->pid, &st, WNOHANG);
+		r = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT);
 	while (r < 0 && errno == EINTR);
-	if (r == 0)
+	if (r == 0 && si.si_pid == 0)
 		return 0;
+	exec_kill_group(p->pid);
+	do
+		w = waitpid(p->pid, &st, WNOHANG);
+	while (w < 0 && errno == EINTR);
 	/* ECHILD: someone else reaped it (SIGCHLD ignored); the status is lost. */
-	p->status = r == p->pid ? st : 0;
+	p->status = w == p->pid ? st : 0;
 	return 1;
 }
 
@@ -546,9 +820,13 @@ exec_proc_cb(evutil_socket_t fd, short what, void *arg)
 	ec->proc = NULL;
 	ec->exited = 1;
 	ec->status = status;
-	/* The child is gone: what is left in the pipes is read now. */
-	exec_read_out(ec);
-	exec_read_err(ec);
+	/*
+	 * The child and its group are gone: what is left in the pipes (a
+	 * pipe's worth at most, unless an escaped process still writes) is
+	 * read now.
+	 */
+	exec_read_out(ec, EXEC_READ_BUDGET);
+	exec_read_err(ec, EXEC_READ_BUDGET);
 	if (ec->out_fd >= 0 && ec->fail == NULL) {
 		static const struct timeval grace = { 0, EXEC_GRACE_USEC };
 
@@ -574,35 +852,6 @@ exec_proc_watch(struct exec_proc *p)
 	event_add(p->ev, p->pidfd >= 0 ? NULL : &poll_tv);
 }
 
-/*
- * The command's environment: the worker's, without the service-manager
- * protocol variables (its sd_notify socket, watchdog, passed sockets),
- * which belong to the worker alone.  The array is allocated; the strings
- * are borrowed from environ.
- */
-static char **
-exec_env(void)
-{
-	static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=",
-	    "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=" };
-	size_t n = 0, i, j, k = 0;
-	char **env;
-
-	while (environ[n] != NULL)
-		n++;
-	env = xcalloc(n + 1, sizeof(char *));
-	for (i = 0; i < n; i++) {
-		int keep = 1;
-
-		for (j = 0; j < ARRAY_LEN(drop) && keep; j++)
-			keep = strncmp(environ[i], drop[j], strlen(drop[j])) != 0;
-		if (keep)
-			env[k++] = environ[i];
-	}
-	env[k] = NULL;
-	return env;
-}
-
 /* Spawns the command with the three pipe ends as its stdio. */
 static int
 exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
@@ -610,7 +859,6 @@ exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none, all;
-	char **env;
 	int r;
 
 	sigemptyset(&none);
@@ -625,10 +873,11 @@ exec_spawn(struct exec_backend *x, int in_r, int out_w, int err_w, pid_t *pid)
 	/* Default signal dispositions (the worker ignores SIGPIPE) and no mask. */
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	env = exec_env();
-	r = posix_spawnp(pid, x->argv[0], &fa, &attr, x->argv, env);
-	free(env);
+	/* A group of its own, killed as a whole once the command is done. */
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+	    POSIX_SPAWN_SETPGROUP);
+	r = posix_spawnp(pid, x->argv[0], &fa, &attr, x->argv, x->env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	return r;

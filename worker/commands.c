@@ -73,6 +73,14 @@ cmd_admin_only(enum cmd c)
 	return c == CMD_RESTART;
 }
 
+int
+cmd_may_stop(const char *owner_id, const char *user_id, int admin)
+{
+	if (admin)
+		return 1;
+	return owner_id != NULL && user_id != NULL && strcmp(owner_id, user_id) == 0;
+}
+
 const char *
 cmd_help_text(void)
 {
@@ -81,7 +89,7 @@ cmd_help_text(void)
 	    "/status - gateway, platforms and agent status\n"
 	    "/ping - check that the gateway answers\n"
 	    "/new or /reset - start a fresh conversation\n"
-	    "/stop - cancel the agent's running answer in this conversation\n"
+	    "/stop - cancel your running answer in this conversation (admins: anyone's)\n"
 	    "/whoami - your user id and rights\n"
 	    "/restart - restart the gateway (admins only)\n"
 	    "Anything else goes to the agent.";

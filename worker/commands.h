@@ -33,6 +33,14 @@ enum cmd cmd_parse(const char *text, const char **args);
 const char *cmd_name(enum cmd c);
 /* 1 for commands only admins may run. */
 int cmd_admin_only(enum cmd c);
+/*
+ * Whether user_id may /stop an agent call that owner_id started: one's
+ * own call, or anyone's for an admin.  In a shared session (a group
+ * thread, a forum topic) members never stop each other's answers.
+ */
+int cmd_may_stop(const char *owner_id, const char *user_id, int admin);
+/* The reply to a /stop that cmd_may_stop() refused. */
+#define CMD_STOP_REFUSED "Only the user who asked, or an admin, can stop this answer."
 /* The /help reply. */
 const char *cmd_help_text(void);
 /* The /status reply built from hub_status_json(); newly allocated. */

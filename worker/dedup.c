@@ -84,19 +84,37 @@ add_ent(struct dedup *d, const char *id)
 	return 1;
 }
 
+/*
+ * Loads the saved ids, one a line, oldest first.  The text is split by
+ * its length, not as a C string: a NUL in a damaged file would otherwise
+ * hide every line after it, the newest ids.  Unusable lines (too long,
+ * control bytes) are skipped and reported.
+ */
 static void
 load(struct dedup *d)
 {
-	char *text = read_file(d->path, d->cap * (DEDUP_MAX_ID + 1) + 1, NULL);
-	char *line, *save = NULL;
+	size_t len = 0, off = 0, skipped = 0;
+	char *text = read_file(d->path, d->cap * (DEDUP_MAX_ID + 1) + 1, &len);
 
 	if (text == NULL) {
 		if (errno != ENOENT)
 			log_warn("%s: cannot read handled message ids", d->path);
 		return;
 	}
-	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
-		(void)add_ent(d, line);
+	while (off < len) {
+		char *nl = memchr(text + off, '\n', len - off);
+		size_t n = nl != NULL ? (size_t)(nl - (text + off)) : len - off;
+
+		text[off + n] = '\0';
+		if (n > 0 && (strlen(text + off) != n || !recordable(text + off)))
+			skipped++;
+		else if (n > 0)
+			(void)add_ent(d, text + off);
+		off += n + 1;
+	}
+	if (skipped > 0)
+		log_warnx("%s: %zu damaged line(s) of handled message ids ignored", d->path,
+		    skipped);
 	free(text);
 }
 

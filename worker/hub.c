@@ -60,6 +60,8 @@ struct hub_plat {
 	time_t since;
 	struct dedup *dedup;
 	int stop_pending;
+	int home_notified;              /* the markerless online notice went out */
+	int home_sending;
 };
 
 struct hub_sess;
@@ -146,6 +148,7 @@ struct hub {
 
 	struct restart_marker *marker;
 	int marker_sending;
+	int home_notice;                /* restarted without a marker: tell home channels */
 };
 
 static void hub_progress(struct hub *h);
@@ -705,6 +708,12 @@ cmd_stop_run(struct hub_msg *m)
 	if (hs == NULL || hs->running == NULL || hs->running->call == NULL)
 		return "Nothing is running in this conversation.";
 	r = hs->running;
+	if (!cmd_may_stop(r->user_id, m->user_id, is_admin(m->h, m->p, m->user_id,
+	    m->user_name))) {
+		log_info("%s: /stop by user %s refused: the call in %s is another user's",
+		    m->p->name, m->user_id, hs->key);
+		return CMD_STOP_REFUSED;
+	}
 	agent_cancel(r->call);
 	r->call = NULL;
 	m->h->nrunning--;
@@ -769,25 +778,18 @@ cmd_run(struct hub_msg *m, enum cmd c)
 
 /* ---- the /restart transaction ---- */
 
+#define RESTART_UNMARKED_TEXT "Restarting the gateway... The restart marker could not be " \
+	"saved, so no \"Gateway online\" notice will follow in this chat."
+
 static void
 restart_proceed(struct hub *h)
 {
 	struct hub_msg *m = h->restart_msg;
-	struct restart_marker mk;
 
 	if (h->restart_proceeded)
 		return;
 	h->restart_proceeded = 1;
 	event_del(h->ack_ev);
-	memset(&mk, 0, sizeof(mk));
-	mk.platform = m->p->name;
-	mk.chat_id = m->chat_id;
-	mk.thread_id = m->thread_id;
-	mk.message_id = m->message_id;
-	mk.generation = h->generation;
-	restart_marker_stamp(&mk);
-	if (restart_marker_write(h->state_dir, &mk) < 0)
-		log_warn("writing the restart marker in %s", h->state_dir);
 	/* Handled before anything stops, so a redelivered /restart is not run again. */
 	if (m->message_id != NULL) {
 		dedup_add(m->p->dedup, m->message_id);
@@ -832,10 +834,33 @@ restart_ack_timeout(evutil_socket_t fd, short ev, void *arg)
 	restart_proceed(h);
 }
 
+/*
+ * Writes the marker telling the next worker where to say "Gateway online".
+ * Written before the reply, so the reply can say when it could not be.
+ */
+static int
+restart_save_marker(struct hub *h, const struct hub_msg *m)
+{
+	struct restart_marker mk;
+
+	memset(&mk, 0, sizeof(mk));
+	mk.platform = m->p->name;
+	mk.chat_id = m->chat_id;
+	mk.thread_id = m->thread_id;
+	mk.message_id = m->message_id;
+	mk.generation = h->generation;
+	restart_marker_stamp(&mk);
+	if (restart_marker_write(h->state_dir, &mk) == 0)
+		return 0;
+	log_warn("writing the restart marker in %s", h->state_dir);
+	return -1;
+}
+
 static void
 cmd_restart(struct hub_msg *m)
 {
 	struct hub *h = m->h;
+	const char *ack;
 
 	if (!is_admin(h, m->p, m->user_id, m->user_name)) {
 		log_info("%s: /restart refused for user %s", m->p->name, m->user_id);
@@ -846,8 +871,12 @@ cmd_restart(struct hub_msg *m)
 	h->restart_busy = 1;
 	h->restart_msg = m;
 	timer_arm(h->ack_ev, HUB_ACK_WAIT_USEC);
-	hub_send(m->p, m->chat_id, m->thread_id, m->message_id, "Restarting the gateway...",
-	    restart_ack_sent, m);
+	/* Without a marker the next worker cannot answer here (unless it is home): say so now. */
+	ack = "Restarting the gateway...";
+	if (restart_save_marker(h, m) < 0 &&
+	    (m->p->home_channel == NULL || strcmp(m->p->home_channel, m->chat_id) != 0))
+		ack = RESTART_UNMARKED_TEXT;
+	hub_send(m->p, m->chat_id, m->thread_id, m->message_id, ack, restart_ack_sent, m);
 }
 
 /* ---- intake ---- */
@@ -955,6 +984,35 @@ online_notice(struct hub *h, struct hub_plat *p)
 	free(t);
 }
 
+static void
+home_notice_sent(void *arg, int ok)
+{
+	struct hub_plat *p = arg;
+
+	p->home_sending = 0;
+	if (ok)
+		p->home_notified = 1;
+	else
+		log_warnx("%s: the online notice to the home channel was not delivered; "
+		    "it will be retried", p->name);
+}
+
+/*
+ * A restarted worker (generation > 0) with no marker (the last one could
+ * not be written, or the restart came from a signal or the supervisor)
+ * still says "Gateway online" in the platform's home channel, once.
+ */
+static void
+home_notice(struct hub *h, struct hub_plat *p)
+{
+	char *t = xasprintf("Gateway online (generation %lu)", h->generation);
+
+	log_info("%s: %s, in the home channel", p->name, t);
+	p->home_sending = 1;
+	hub_send(p, p->home_channel, NULL, NULL, t, home_notice_sent, p);
+	free(t);
+}
+
 void
 hub_platform_state(struct hub *h, const char *platform, enum plat_state st, const char *detail)
 {
@@ -983,6 +1041,9 @@ hub_platform_state(struct hub *h, const char *platform, enum plat_state st, cons
 	if (st == PLAT_UP && h->marker != NULL && !h->marker_sending && !h->stopping &&
 	    strcmp(h->marker->platform, platform) == 0)
 		online_notice(h, p);
+	if (st == PLAT_UP && h->home_notice && p->home_channel != NULL && !p->home_notified &&
+	    !p->home_sending && !h->stopping)
+		home_notice(h, p);
 }
 
 char *
@@ -1271,6 +1332,7 @@ hub_new(const struct hub_opts *o)
 	if (h->marker != NULL)
 		log_info("restart marker found: online notice due in %s chat %s", h->marker->platform,
 		    h->marker->chat_id);
+	h->home_notice = h->marker == NULL && h->generation > 0;
 	return h;
 }
 

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 #define MARKER_NAME "restart.json"
 #define MARKER_MAX (16 * 1024)
+#define MARKER_NUM_MAX (1ULL << 53)     /* doubles hold integers exactly up to here */
 
 static void
 read_boot_id(char *dst, size_t dstsz)
@@ -82,31 +84,46 @@ restart_marker_write(const char *state_dir, const struct restart_marker *m)
 	return r;
 }
 
+/* Records the first member found wrong, for the message. */
+static void
+bad_key(const char **bad, const char *k)
+{
+	if (*bad == NULL)
+		*bad = k;
+}
+
 /* A string member, or NULL; *bad set when present with another type. */
 static char *
-get_str(const cJSON *o, const char *k, int *bad)
+get_str(const cJSON *o, const char *k, const char **bad)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
 
 	if (it == NULL || cJSON_IsNull(it))
 		return NULL;
 	if (!cJSON_IsString(it)) {
-		*bad = 1;
+		bad_key(bad, k);
 		return NULL;
 	}
 	return xstrdup(it->valuestring);
 }
 
+/*
+ * A whole number in [0, max]; anything else (another type, a fraction, a
+ * value a cast would overflow, 1e400 read as infinity) sets *bad.  max is
+ * at most 2^53, so every accepted value converts exactly.
+ */
 static uint64_t
-get_num(const cJSON *o, const char *k, int *bad)
+get_num(const cJSON *o, const char *k, uint64_t max, const char **bad)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+	double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
 
-	if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
-		*bad = 1;
+	/* The range first: only then is the cast defined. */
+	if (!(v >= 0 && v <= (double)max) || v != (double)(uint64_t)v) {
+		bad_key(bad, k);
 		return 0;
 	}
-	return (uint64_t)it->valuedouble;
+	return (uint64_t)v;
 }
 
 struct restart_marker *
@@ -115,9 +132,9 @@ restart_marker_read(const char *state_dir)
 	char *path = xasprintf("%s/" MARKER_NAME, state_dir);
 	char *text = read_file(path, MARKER_MAX, NULL);
 	struct restart_marker *m;
+	const char *bad = NULL;
 	cJSON *o;
 	char *boot;
-	int bad = 0;
 
 	if (text == NULL) {
 		if (errno != ENOENT)
@@ -129,25 +146,32 @@ restart_marker_read(const char *state_dir)
 	free(text);
 	m = xcalloc(1, sizeof(*m));
 	if (!cJSON_IsObject(o))
-		bad = 1;
+		bad = "";
 	else {
 		m->platform = get_str(o, "platform", &bad);
 		m->chat_id = get_str(o, "chat_id", &bad);
 		m->thread_id = get_str(o, "thread_id", &bad);
 		m->message_id = get_str(o, "message_id", &bad);
-		m->wall_ms = get_num(o, "wall_ms", &bad);
-		m->mono_us = get_num(o, "mono_us", &bad);
-		m->generation = (unsigned long)get_num(o, "generation", &bad);
+		m->wall_ms = get_num(o, "wall_ms", MARKER_NUM_MAX, &bad);
+		m->mono_us = get_num(o, "mono_us", MARKER_NUM_MAX, &bad);
+		m->generation = (unsigned long)get_num(o, "generation",
+		    ULONG_MAX < MARKER_NUM_MAX ? ULONG_MAX : MARKER_NUM_MAX, &bad);
 		boot = get_str(o, "boot_id", &bad);
 		if (boot != NULL)
 			snprintf(m->boot_id, sizeof(m->boot_id), "%s", boot);
 		free(boot);
-		if (m->platform == NULL || m->chat_id == NULL)
-			bad = 1;
+		if (m->platform == NULL)
+			bad_key(&bad, "platform");
+		if (m->chat_id == NULL)
+			bad_key(&bad, "chat_id");
 	}
 	cJSON_Delete(o);
-	if (bad) {
-		log_warnx("%s: damaged restart marker removed", path);
+	if (bad != NULL) {
+		if (*bad == '\0')
+			log_warnx("%s: damaged restart marker removed (not a JSON object)", path);
+		else
+			log_warnx("%s: damaged restart marker removed (%s: missing, of the wrong "
+			    "type or out of range)", path, bad);
 		unlink(path);
 		restart_marker_free(m);
 		m = NULL;

@@ -5,18 +5,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+static int
+text_is_cont(unsigned char c)
+{
+	return (c & 0xC0) == 0x80;
+}
+
+/* Length of the UTF-8 sequence a lead byte announces, 1 for anything else. */
+static size_t
+text_seq_len(unsigned char c)
+{
+	if (c >= 0xC0 && c < 0xE0)
+		return 2;
+	if (c >= 0xE0 && c < 0xF0)
+		return 3;
+	if (c >= 0xF0 && c < 0xF8)
+		return 4;
+	return 1;
+}
+
+static int
+text_is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/*
+ * A cut at max splits a character only when s[max] continues a sequence
+ * whose lead byte lies at most 3 bytes back and announces a length that
+ * reaches max; stray continuation bytes of invalid input may be cut anywhere.
+ */
 size_t
 text_utf8_prefix(const char *s, size_t len, size_t max)
 {
-	size_t cut;
+	size_t back;
 
 	if (len <= max)
 		return len;
-	cut = max;
-	/* Back up over continuation bytes (10xxxxxx) to the start of a character. */
-	while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
-		cut--;
-	return cut > 0 ? cut : max;
+	if (!text_is_cont((unsigned char)s[max]))
+		return max;
+	for (back = 1; back <= 3 && back <= max; back++) {
+		unsigned char c = (unsigned char)s[max - back];
+
+		if (text_is_cont(c))
+			continue;
+		if (text_seq_len(c) > back && back < max)
+			return max - back;
+		break;
+	}
+	return max;
 }
 
 /* Last index < lim of c in s, or -1 when none. */
@@ -33,7 +70,10 @@ last_of(const char *s, size_t lim, char c)
 	return -1;
 }
 
-/* Where to cut a window of len > max bytes; *skip says how many separator bytes follow. */
+/*
+ * Where to cut a window of len > max bytes: 1 <= cut <= max, so every
+ * step advances; *skip says how many separator bytes follow.
+ */
 static size_t
 find_cut(const char *s, size_t max, size_t *skip)
 {
@@ -54,9 +94,14 @@ find_cut(const char *s, size_t max, size_t *skip)
 	return text_utf8_prefix(s, max + 1, max);
 }
 
+/* Appends s[0..len) without its trailing white space, unless nothing else is left. */
 static void
 push(char ***v, size_t *n, const char *s, size_t len)
 {
+	while (len > 0 && text_is_space((unsigned char)s[len - 1]))
+		len--;
+	if (len == 0)
+		return;
 	*v = xrealloc(*v, (*n + 2) * sizeof(char *));
 	(*v)[(*n)++] = xstrndup(s, len);
 	(*v)[*n] = NULL;
@@ -75,23 +120,16 @@ text_split(const char *text, size_t max, size_t *n)
 		size_t cut, skip = 0;
 
 		/* Leading line breaks of a piece carry nothing. */
-		while (len > 0 && *text == '\n') {
+		while (len > 0 && (*text == '\n' || *text == '\r')) {
 			text++;
 			len--;
 		}
-		if (len == 0)
-			break;
 		if (len <= max) {
 			push(&v, n, text, len);
 			break;
 		}
 		cut = find_cut(text, max, &skip);
-		while (cut > 0 && (text[cut - 1] == ' ' || text[cut - 1] == '\r'))
-			cut--;
-		if (cut > 0)
-			push(&v, n, text, cut);
-		else
-			cut = 0;
+		push(&v, n, text, cut);
 		text += cut + skip;
 		len -= cut + skip;
 		while (skip && len > 0 && *text == ' ') {

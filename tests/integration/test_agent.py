@@ -3,19 +3,21 @@ and tests/fakes/fake_openai.py or small exec commands.
 
 openai: streaming, non-streaming, TLS with a test CA, history sent and
 extended, 4xx/5xx, timeouts, garbage, truncation, unreachable endpoint;
-exec: reply, JSON input, timeout, non-zero exit, huge output; a slow agent
+exec: reply, JSON input, timeout, non-zero exit, huge output, a scrubbed
+environment, a process group killed with the call and the worker; a slow agent
 never blocks /status or /ping; agent config errors exit 78 naming the key.
 """
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 
 import pytest
 
 from console_util import Console, WorkerProc, write_config
-from worker_util import run_worker, wait_for
+from worker_util import Gateway, pid_alive, run_worker, wait_for
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "fakes"))
 from fake_openai import FakeOpenAI  # noqa: E402
@@ -238,17 +240,68 @@ def test_exec_timeout_leaves_no_child(build, tmp_path, port):
         w.stop()
 
 
-def test_exec_runs_in_worker_process_group(build, tmp_path, port):
-    # The supervisor kills a hung worker with its whole process group:
-    # the agent's commands must be in it.
-    script = "cut -d' ' -f5 /proc/$$/stat"
+def test_exec_env_is_scrubbed(build, tmp_path, port):
+    # The worker's secrets stay with the worker; the allowlist and what
+    # the config names get through.
+    secrets = {"TELEGRAM_BOT_TOKEN": "123:tg-integration-secret",
+               "DISCORD_BOT_TOKEN": "discord-integration-secret",
+               "SOME_SERVICE_PASSWORD": "pw-integration-secret"}
     w, con = start(build, tmp_path, port,
-                   {"backend": "exec", "command": ["/bin/sh", "-c", script]})
+                   {"backend": "exec", "command": ["/usr/bin/env"],
+                    "pass_env": ["HERMES_TEST_PASSED"], "env": {"AGENT_MODE": "test"}},
+                   env=dict(secrets, HERMES_TEST_PASSED="passed", LC_ALL="C"))
     try:
-        (pgid,) = con.ask("which group?")
-        assert int(pgid) == os.getpgid(w.pid)
+        (out,) = con.ask("env?", chat_id="env", user_id="local")
+        env = dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+        for name, value in dict(secrets, **KEY_ENV).items():
+            assert value not in out and name not in env, name
+        assert "HERMES_HOME" not in env and "NOTIFY_SOCKET" not in env
+        assert env["HERMES_TEST_PASSED"] == "passed"
+        assert env["AGENT_MODE"] == "test"
+        assert env["LC_ALL"] == "C" and "PATH" in env
     finally:
         w.stop()
+
+
+def test_exec_group_dies_with_the_call_and_the_worker(build, tmp_path, port):
+    # The command runs in a group of its own, killed when it is done: what it
+    # leaves behind does not pile up.  A worker killed mid-call (a hung one,
+    # replaced by the supervisor) takes its running command along too: the
+    # supervisor, a subreaper, sweeps what its worker left.
+    left, cmdpid = tmp_path / "left.pid", tmp_path / "cmd.pid"
+    script = ("sleep 1000 >/dev/null 2>&1 & echo $! > %s; "
+              "if [ -e %s ]; then echo $$ > %s.tmp && mv %s.tmp %s; exec sleep 1000; fi; "
+              "cut -d' ' -f5 /proc/$$/stat; echo $$"
+              % (left, tmp_path / "hang", cmdpid, cmdpid, cmdpid))
+    cfg = write_config(tmp_path, port,
+                       agent={"backend": "exec", "command": ["/bin/sh", "-c", script]})
+    g = Gateway(build, tmp_path, cfg)
+    try:
+        g.wait_ready(generation=0)
+        con = Console(port)
+        wpid = con.wait_ready()["worker_pid"]
+        (out,) = con.ask("which group?")
+        pgid, pid = (int(x) for x in out.split())
+        assert pgid == pid and pgid != os.getpgid(wpid)
+        bg = int(left.read_text())
+        assert wait_for(lambda: not pid_alive(bg), timeout=10, what="leftover killed")
+
+        (tmp_path / "hang").write_text("")
+        con.post("hang", chat_id="h")
+        wait_for(cmdpid.exists, timeout=20, what="command running")
+        cmd, bg = int(cmdpid.read_text()), int(left.read_text())
+        assert pid_alive(cmd) and pid_alive(bg)
+        os.kill(wpid, signal.SIGKILL)
+        g.wait_ready(generation=1, timeout=30)
+        for p in (cmd, bg):
+            assert wait_for(lambda: not pid_alive(p), timeout=10, what="pid %d gone" % p)
+    finally:
+        g.cleanup()
+        for f in (left, cmdpid):
+            try:
+                os.kill(int(f.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
 
 # --- a slow agent blocks nothing else ----------------------------------------

@@ -79,6 +79,30 @@ def test_restart_end_to_end(build, tmp_path, port, gateways):
     assert _texts(con.messages("ops")["messages"]).count("Restarting the gateway...") == 1
 
 
+def test_restart_without_marker_says_so_and_tells_home(build, tmp_path, port, gateways):
+    """A marker that cannot be written: the requesting chat is told no
+    notice will follow, and the home channel still hears the gateway is back."""
+    (tmp_path / "state" / "restart.json").mkdir(parents=True)
+    cfg = write_config(tmp_path, port, console={"home_channel": "home"})
+    g = Gateway(build, tmp_path, cfg)
+    gateways(g)
+    g.wait_ready(generation=0)
+    con = Console(port)
+    con.wait_ready()
+    r = con.post("/restart", chat_id="ops", user_id="local", wait=20)
+    (reply,) = _texts(r["replies"])
+    assert reply.startswith("Restarting the gateway...")
+    assert "marker could not be saved" in reply and "no \"Gateway online\"" in reply
+    g.wait_ready(generation=1)
+    home = con.wait_text("home", "Gateway online (generation 1)")
+    assert home["text"] == "Gateway online (generation 1)"
+    time.sleep(0.5)
+    assert not [t for t in _texts(con.messages("ops")["messages"])
+                if t.startswith("Gateway online")]
+    assert _texts(con.messages("home")["messages"]).count("Gateway online (generation 1)") == 1
+    assert "writing the restart marker" in g.log()
+
+
 def test_restart_by_non_admin_refused(build, tmp_path, port, gateways):
     cfg = write_config(tmp_path, port, console={"admins": ["boss"]})
     g = Gateway(build, tmp_path, cfg)

@@ -13,6 +13,7 @@
 #include "agent.h"
 #include "util.h"
 #include "agent_fixture.h"
+#include "unit_util.h"
 
 static char dir[] = "/tmp/hermes-exec-XXXXXX";
 static struct event_base *base;
@@ -148,9 +149,31 @@ slurp(const char *name, char *buf, size_t len)
 	fclose(f);
 }
 
-/* Waits (running the loop) until the pid written in dir/name is gone. */
+/* Whether pid names a live process (neither gone nor a zombie waiting for init). */
 static int
-pid_gone(const char *name)
+proc_alive(pid_t pid)
+{
+	char path[64], buf[512], *rp, state;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	rp = strrchr(buf, ')');
+	return rp != NULL && sscanf(rp + 1, " %c", &state) == 1 && state != 'Z';
+}
+
+/*
+ * Runs the loop until the pid written in dir/name is gone (10 s at most):
+ * reaped, or for a process left to init, at least dead.  One still alive
+ * at the end is killed, so that a failing test leaves nothing behind.
+ */
+static int
+wait_gone(const char *name, int reaped)
 {
 	char buf[32];
 	pid_t pid;
@@ -160,11 +183,26 @@ pid_gone(const char *name)
 	pid = (pid_t)atoi(buf);
 	ck_assert_int_gt(pid, 1);
 	while (mono_msec() < end) {
-		if (kill(pid, 0) < 0 && errno == ESRCH)
+		if (reaped ? kill(pid, 0) < 0 && errno == ESRCH : !proc_alive(pid))
 			return 1;
 		run_for(0.05);
 	}
+	kill(pid, SIGKILL);
 	return 0;
+}
+
+/* The command's own process: killed and reaped. */
+static int
+pid_gone(const char *name)
+{
+	return wait_gone(name, 1);
+}
+
+/* A process the command left behind (init reaps it). */
+static int
+left_gone(const char *name)
+{
+	return wait_gone(name, 0);
 }
 
 START_TEST(test_reply_and_input)
@@ -224,19 +262,78 @@ START_TEST(test_argv_without_shell)
 }
 END_TEST
 
-START_TEST(test_environment)
+/* The value of NAME in the output of env(1), or NULL; static storage. */
+static const char *
+env_value(const char *out, const char *name)
 {
-	/* The worker's environment, minus its service-manager protocol variables. */
-	setenv("HERMES_EXEC_TEST_VAR", "visible", 1);
-	setenv("NOTIFY_SOCKET", "/run/hermes/notify", 1);
-	setenv("WATCHDOG_USEC", "1000000", 1);
-	setenv("LISTEN_FDS", "1", 1);
-	expect("echo \"$HERMES_EXEC_TEST_VAR [${NOTIFY_SOCKET-unset}] "
-	    "[${WATCHDOG_USEC-unset}] [${LISTEN_FDS-unset}]\"", "", "x", 1,
-	    "visible [unset] [unset] [unset]");
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
-	unsetenv("LISTEN_FDS");
+	static char v[256];
+	const char *p = out;
+	size_t n = strlen(name);
+
+	while (p != NULL && *p != '\0') {
+		if (strncmp(p, name, n) == 0 && p[n] == '=') {
+			size_t len = strcspn(p + n + 1, "\n");
+
+			snprintf(v, sizeof(v), "%.*s", (int)len, p + n + 1);
+			return v;
+		}
+		p = strchr(p, '\n');
+		p = p != NULL ? p + 1 : NULL;
+	}
+	return NULL;
+}
+
+START_TEST(test_environment_scrubbed)
+{
+	static const char *const secrets[][2] = {
+		{ "TELEGRAM_BOT_TOKEN", "123456:tg-secret-value" },
+		{ "OPENAI_API_KEY", "sk-secret-openai-value" },
+		{ "HERMES_CONSOLE_TOKEN", "console-secret-value" },
+		{ "HERMES_EXEC_TEST_VAR", "not-allowlisted-value" },
+		{ "NOTIFY_SOCKET", "/run/hermes/notify" },
+		{ "WATCHDOG_USEC", "1000000" },
+		{ "LISTEN_FDS", "1" },
+	};
+	struct agent *a;
+	struct reply r;
+	char err[256], extra[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		setenv(secrets[i][0], secrets[i][1], 1);
+	setenv("HOME", "/home/hermes-test", 1);
+	setenv("LANG", "C.UTF-8", 1);
+	setenv("LC_TIME", "C", 1);
+	setenv("TZ", "UTC", 1);
+	setenv("HERMES_PASSED", "passed-value", 1);
+	setenv("HERMES_HOME", dir, 1);
+	file_put(dir, ".env", "DOTENV_ONLY=from-dotenv\n", 0600);
+	snprintf(extra, sizeof(extra), "\"pass_env\":[\"HERMES_PASSED\",\"DOTENV_ONLY\","
+	    "\"HERMES_NEVER_SET\"],\"env\":{\"FIXED\":\"fixed value\",\"LANG\":\"C\"}");
+	a = make_agent("[\"env\"]", extra, err, sizeof(err));
+	ck_assert_msg(a != NULL, "%s", err);
+	ask(a, "x", NULL, &r);
+	ck_assert_int_eq(r.ok, 1);
+	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+		ck_assert_msg(strstr(r.text, secrets[i][1]) == NULL, "%s leaked: %s",
+		    secrets[i][0], r.text);
+		ck_assert_ptr_null(env_value(r.text, secrets[i][0]));
+	}
+	/* The allowlist, what pass_env names (from the environment or .env), and env over both. */
+	ck_assert_ptr_nonnull(env_value(r.text, "PATH"));
+	ck_assert_str_eq(env_value(r.text, "HOME"), "/home/hermes-test");
+	ck_assert_str_eq(env_value(r.text, "LC_TIME"), "C");
+	ck_assert_str_eq(env_value(r.text, "TZ"), "UTC");
+	ck_assert_str_eq(env_value(r.text, "HERMES_PASSED"), "passed-value");
+	ck_assert_str_eq(env_value(r.text, "DOTENV_ONLY"), "from-dotenv");
+	ck_assert_str_eq(env_value(r.text, "FIXED"), "fixed value");
+	ck_assert_str_eq(env_value(r.text, "LANG"), "C");
+	ck_assert_ptr_null(env_value(r.text, "HERMES_NEVER_SET"));
+	ck_assert_ptr_null(env_value(r.text, "HERMES_HOME"));
+	agent_free(a);
+	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		unsetenv(secrets[i][0]);
+	unsetenv("HERMES_HOME");
 }
 END_TEST
 
@@ -370,19 +467,22 @@ START_TEST(test_leftover_background_process)
 {
 	/* A background process keeps stdout open: the reply comes anyway. */
 	expect("echo early; sleep 3 &", "\"timeout\":20", "x", 1, "early");
+	/* One that escaped the group (a session of its own) is waited for briefly. */
+	expect("echo escaped; setsid sleep 3 &", "\"timeout\":20", "x", 1, "escaped");
 }
 END_TEST
 
 START_TEST(test_cancel_kills_child)
 {
-	char body[256], err[256];
+	char body[384], err[256];
 	struct agent_req req = { .text = "x" };
 	struct reply r = { 0 };
 	struct agent_call *c;
 	struct agent *a;
 
-	snprintf(body, sizeof(body), "echo $$ > %s/cpid.tmp && mv %s/cpid.tmp %s/cpid\n"
-	    "exec sleep 30", dir, dir, dir);
+	/* The command and what it left behind both go. */
+	snprintf(body, sizeof(body), "sleep 1000 >/dev/null 2>&1 &\necho $! > %s/lpid\n"
+	    "echo $$ > %s/cpid.tmp && mv %s/cpid.tmp %s/cpid\nexec sleep 30", dir, dir, dir, dir);
 	a = make_agent(cmd(script("cancel.sh", body)), "", err, sizeof(err));
 	c = agent_call(a, &req, reply_cb, &r);
 	{
@@ -395,6 +495,7 @@ START_TEST(test_cancel_kills_child)
 	}
 	agent_cancel(c);
 	ck_assert(pid_gone("cpid"));
+	ck_assert_msg(left_gone("lpid"), "a cancelled command's leftover survived");
 	run_for(0.2);
 	ck_assert_int_eq(r.calls, 0);
 	agent_free(a);
@@ -460,6 +561,79 @@ START_TEST(test_loop_not_blocked_and_concurrent)
 }
 END_TEST
 
+START_TEST(test_leftovers_killed_with_the_group)
+{
+	char body[512];
+
+	/* One leftover lets go of stdout, one keeps it: neither outlives the call. */
+	snprintf(body, sizeof(body), "sleep 1000 >/dev/null 2>&1 &\necho $! > %s/bg1\n"
+	    "sleep 1000 &\necho $! > %s/bg2\necho done", dir, dir);
+	expect(body, "", "x", 1, "done");
+	ck_assert_msg(left_gone("bg1"), "a background process outlived its command");
+	ck_assert_msg(left_gone("bg2"), "a background process holding stdout outlived its command");
+	/* A command killed at its timeout takes its leftovers along too. */
+	snprintf(body, sizeof(body), "sleep 1000 >/dev/null 2>&1 &\necho $! > %s/bg3\n"
+	    "exec sleep 30", dir);
+	expect(body, "\"timeout\":0.5", "x", 0, "timed out");
+	ck_assert_msg(left_gone("bg3"), "a timed-out command's leftover survived");
+}
+END_TEST
+
+struct lateness {
+	struct event *ev;
+	uint64_t due;                   /* when the timer should fire next, ms */
+	uint64_t worst;                 /* the largest delay seen, ms */
+	unsigned ticks;
+};
+
+#define TICK_MS 10
+
+static void
+late_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lateness *l = arg;
+	uint64_t now = mono_msec();
+	struct timeval tv = { 0, TICK_MS * 1000 };
+
+	(void)fd;
+	(void)what;
+	if (now > l->due && now - l->due > l->worst)
+		l->worst = now - l->due;
+	l->ticks++;
+	l->due = now + TICK_MS;
+	evtimer_add(l->ev, &tv);
+}
+
+START_TEST(test_stderr_flood_bounded)
+{
+	struct lateness l = { 0 };
+	struct timeval tv = { 0, TICK_MS * 1000 };
+	struct agent *a;
+	struct reply r;
+	char err[256];
+
+	/* Hundreds of MB on stderr, never a newline: the loop keeps its timers. */
+	a = make_agent(cmd(script("flood.sh", "echo first line >&2\n"
+	    "head -c 400000000 /dev/zero >&2\nprintf '\\nlast words\\n' >&2\nexit 5")),
+	    "\"timeout\":120", err, sizeof(err));
+	ck_assert_msg(a != NULL, "%s", err);
+	l.ev = evtimer_new(base, late_cb, &l);
+	l.due = mono_msec() + TICK_MS;
+	evtimer_add(l.ev, &tv);
+	ask(a, "x", NULL, &r);
+	event_free(l.ev);
+	fprintf(stderr, "stderr flood: %u ticks, worst timer delay %llu ms\n", l.ticks,
+	    (unsigned long long)l.worst);
+	/* Generous: a loaded machine delays timers, a starved loop by seconds. */
+	ck_assert_msg(l.worst < 700, "a timer was %llu ms late", (unsigned long long)l.worst);
+	ck_assert_int_eq(r.ok, 0);
+	/* The message still has the first line and the last, bounded. */
+	ck_assert_msg(strstr(r.text, "status 5: first line ... last words") != NULL, "%s", r.text);
+	ck_assert_uint_lt(strlen(r.text), 2000);
+	agent_free(a);
+}
+END_TEST
+
 START_TEST(test_bad_configs)
 {
 	static const struct {
@@ -477,6 +651,18 @@ START_TEST(test_bad_configs)
 		{ "[\"/bin/cat\"]", "\"max_output\":0", "agent.max_output" },
 		{ "[\"/bin/cat\"]", "\"max_output\":1e12", "agent.max_output" },
 		{ "[\"/bin/cat\"]", "\"model\":\"x\"", "agent.model: unknown key for the exec" },
+		{ "[\"/bin/cat\"]", "\"pass_env\":\"HOME\"", "agent.pass_env: must be an array" },
+		{ "[\"/bin/cat\"]", "\"pass_env\":[3]", "agent.pass_env: every element" },
+		{ "[\"/bin/cat\"]", "\"pass_env\":[\"1BAD\"]", "agent.pass_env: \"1BAD\" is not" },
+		{ "[\"/bin/cat\"]", "\"pass_env\":[\"A=B\"]", "agent.pass_env: \"A=B\" is not" },
+		{ "[\"/bin/cat\"]", "\"pass_env\":[\"\"]", "agent.pass_env: \"\" is not" },
+		{ "[\"/bin/cat\"]", "\"pass_env\":[\"NOTIFY_SOCKET\"]",
+		    "agent.pass_env: NOTIFY_SOCKET belongs to the worker" },
+		{ "[\"/bin/cat\"]", "\"env\":[\"A\"]", "agent.env: must be an object" },
+		{ "[\"/bin/cat\"]", "\"env\":{\"A\":3}", "agent.env: A must be a string" },
+		{ "[\"/bin/cat\"]", "\"env\":{\"A B\":\"x\"}", "agent.env: \"A B\" is not" },
+		{ "[\"/bin/cat\"]", "\"env\":{\"WATCHDOG_USEC\":\"1\"}",
+		    "agent.env: WATCHDOG_USEC belongs to the worker" },
 	};
 	size_t i;
 	char err[256];
@@ -501,7 +687,7 @@ exec_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reply_and_input);
 	tcase_add_test(tc, test_argv_without_shell);
-	tcase_add_test(tc, test_environment);
+	tcase_add_test(tc, test_environment_scrubbed);
 	tcase_add_test(tc, test_nonzero_exit);
 	tcase_add_test(tc, test_stderr_line_bounded_and_escaped);
 	tcase_add_test(tc, test_killed_by_signal);
@@ -515,6 +701,8 @@ exec_suite(void)
 	tcase_add_test(tc, test_cancel_kills_child);
 	tcase_add_test(tc, test_free_kills_children);
 	tcase_add_test(tc, test_loop_not_blocked_and_concurrent);
+	tcase_add_test(tc, test_leftovers_killed_with_the_group);
+	tcase_add_test(tc, test_stderr_flood_bounded);
 	tcase_add_test(tc, test_bad_configs);
 	suite_add_tcase(s, tc);
 	return s;

@@ -52,6 +52,19 @@ START_TEST(test_names_and_rights)
 }
 END_TEST
 
+START_TEST(test_stop_rights)
+{
+	/* One's own call, or an admin; never another member's. */
+	ck_assert_int_eq(cmd_may_stop("alice", "alice", 0), 1);
+	ck_assert_int_eq(cmd_may_stop("alice", "mallory", 0), 0);
+	ck_assert_int_eq(cmd_may_stop("alice", "boss", 1), 1);
+	ck_assert_int_eq(cmd_may_stop(NULL, "mallory", 0), 0);
+	ck_assert_int_eq(cmd_may_stop("alice", NULL, 0), 0);
+	ck_assert_int_eq(cmd_may_stop("alice", "Alice", 0), 0);
+	ck_assert_ptr_nonnull(strstr(cmd_help_text(), "/stop - cancel your running answer"));
+}
+END_TEST
+
 START_TEST(test_status_text)
 {
 	cJSON *st = cJSON_Parse("{\"worker_pid\": 42, \"supervisor_pid\": 7, \"generation\": 3,"
@@ -89,6 +102,7 @@ commands_suite(void)
 	tcase_add_test(tc, test_parse);
 	tcase_add_test(tc, test_not_commands);
 	tcase_add_test(tc, test_names_and_rights);
+	tcase_add_test(tc, test_stop_rights);
 	tcase_add_test(tc, test_status_text);
 	suite_add_tcase(s, tc);
 	return s;

@@ -1,5 +1,6 @@
 /* test_dedup.c - the bounded, persisted set of handled message ids. */
 #include <check.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,6 +111,30 @@ START_TEST(test_unrecordable_and_damaged)
 }
 END_TEST
 
+START_TEST(test_nul_in_file_keeps_newer_ids)
+{
+	/* A NUL in a damaged file: the lines after it (the newest ids) still count. */
+	static const char text[] = "old1\nbad\0junk\nnew1\nnew2\n";
+	char *dir = tmpdir_new();
+	char *path = xasprintf("%s/x.handled", dir);
+	struct dedup *d;
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(text, 1, sizeof(text) - 1, f), sizeof(text) - 1);
+	fclose(f);
+	d = dedup_new(path, 10);
+	ck_assert_int_eq(dedup_has(d, "old1"), 1);
+	ck_assert_int_eq(dedup_has(d, "new1"), 1);
+	ck_assert_int_eq(dedup_has(d, "new2"), 1);
+	ck_assert_int_eq(dedup_has(d, "bad"), 0);
+	ck_assert_uint_eq(dedup_count(d), 3);
+	dedup_free(d);
+	free(path);
+	tmpdir_free(dir);
+}
+END_TEST
+
 static Suite *
 dedup_suite(void)
 {
@@ -120,6 +145,7 @@ dedup_suite(void)
 	tcase_add_test(tc, test_oldest_forgotten);
 	tcase_add_test(tc, test_persisted);
 	tcase_add_test(tc, test_unrecordable_and_damaged);
+	tcase_add_test(tc, test_nul_in_file_keeps_newer_ids);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "agent.h"
+#include "commands.h"
 #include "config.h"
 #include "hub.h"
 #include "restart.h"
@@ -448,6 +449,58 @@ START_TEST(test_commands)
 }
 END_TEST
 
+/* The hub's count of running agent calls. */
+static int
+hub_running(void)
+{
+	cJSON *st = hub_status_json(hub);
+	int n = cJSON_GetObjectItem(st, "running")->valueint;
+
+	cJSON_Delete(st);
+	return n;
+}
+
+/* Replaces the echo agent with one whose calls run until cancelled. */
+static void
+use_slow_agent(void)
+{
+	cJSON *conf = cJSON_Parse("{\"backend\": \"exec\", \"timeout\": 60, "
+	    "\"command\": [\"/bin/sleep\", \"30\"]}");
+	char err[256];
+
+	agent_free(agent);
+	agent = agent_new(base, NULL, NULL, conf, err, sizeof(err));
+	ck_assert_msg(agent != NULL, "%s", err);
+	cJSON_Delete(conf);
+}
+
+START_TEST(test_stop_only_own_call_in_shared_session)
+{
+	use_slow_agent();
+	hub_up("{\"allowed_users\": [\"*\"], \"admins\": [\"boss\"]}", 0);
+	/* A forum topic: one session shared by its members. */
+	post("1", "g1", CHAT_THREAD, "alice", NULL, "a long question", 1);
+	ck_assert_int_eq(hub_running(), 1);
+	post("2", "g1", CHAT_THREAD, "mallory", NULL, "/stop", 1);
+	run_until(&dones, 1);
+	ck_assert_int_eq(fk.nsent, 1);
+	ck_assert_str_eq(fk.sent[0].text, CMD_STOP_REFUSED);
+	ck_assert_int_eq(hub_running(), 1);
+	/* Its owner may. */
+	post("3", "g1", CHAT_THREAD, "alice", NULL, "/stop", 1);
+	run_until(&dones, 3);
+	ck_assert_int_eq(hub_running(), 0);
+	ck_assert_str_eq(fk.sent[1].text, "Stopped the agent's running answer.");
+	/* So may an admin, anyone's. */
+	post("4", "g1", CHAT_THREAD, "alice", NULL, "another long one", 1);
+	ck_assert_int_eq(hub_running(), 1);
+	post("5", "g1", CHAT_THREAD, "boss", NULL, "/stop", 1);
+	run_until(&dones, 5);
+	ck_assert_int_eq(hub_running(), 0);
+	ck_assert_str_eq(fk.sent[2].text, "Stopped the agent's running answer.");
+}
+END_TEST
+
 START_TEST(test_split_to_max_text)
 {
 	char big[200];
@@ -563,6 +616,66 @@ START_TEST(test_restart_transaction)
 	run_for(30);
 	ck_assert_int_eq(finished_code, -1);
 	ck_assert_int_eq(fk.nsent, 1);
+}
+END_TEST
+
+START_TEST(test_restart_without_marker)
+{
+	char *blocker = xasprintf("%s/restart.json", dir);
+	int i, home = 0;
+
+	/* A directory where the marker goes: it cannot be written. */
+	ck_assert_int_eq(mkdir(blocker, 0700), 0);
+	hub_up("{\"admins\": [\"boss\"], \"home_channel\": \"home1\"}", 0);
+	dm("7", "boss", "/restart");
+	run_until(&finished_code, 75);
+	ck_assert_int_eq(finished_code, 75);
+	ck_assert_int_eq(fk.nsent, 1);
+	ck_assert_str_eq(fk.sent[0].chat, "c1");
+	ck_assert_ptr_nonnull(strstr(fk.sent[0].text, "Restarting the gateway..."));
+	ck_assert_ptr_nonnull(strstr(fk.sent[0].text, "marker could not be saved"));
+	ck_assert_ptr_nonnull(strstr(fk.sent[0].text, "no \"Gateway online\" notice will follow"));
+
+	/* The next worker knows no chat, but the home channel hears it is back, once. */
+	hub_down();
+	finished_code = -1;
+	memset(&fk.sent, 0, sizeof(fk.sent));
+	fk.nsent = 0;
+	fk.fail_sends = 1;
+	hub_up("{\"admins\": [\"boss\"], \"home_channel\": \"home1\"}", 4);
+	run_for(20);
+	fk.fail_sends = 0;
+	fk.nsent = 0;
+	hub_platform_state(hub, "console", PLAT_BACKOFF, "reconnecting");
+	hub_platform_state(hub, "console", PLAT_UP, NULL);
+	run_for(20);
+	hub_platform_state(hub, "console", PLAT_BACKOFF, "again");
+	hub_platform_state(hub, "console", PLAT_UP, NULL);
+	run_for(20);
+	for (i = 0; i < fk.nsent; i++) {
+		ck_assert_str_eq(fk.sent[i].chat, "home1");
+		ck_assert_str_eq(fk.sent[i].text, "Gateway online (generation 4)");
+		home++;
+	}
+	ck_assert_int_eq(home, 1);
+
+	/* A home channel that asked gets the plain reply: its notice will come. */
+	hub_down();
+	memset(&fk.sent, 0, sizeof(fk.sent));
+	fk.nsent = 0;
+	hub_up("{\"admins\": [\"boss\"], \"home_channel\": \"c1\"}", 0);
+	dm("8", "boss", "/restart");
+	run_until(&finished_code, 75);
+	ck_assert_str_eq(fk.sent[0].text, "Restarting the gateway...");
+	/* No home channel, no marker: a restarted worker stays silent. */
+	hub_down();
+	memset(&fk.sent, 0, sizeof(fk.sent));
+	fk.nsent = 0;
+	hub_up("{}", 5);
+	run_for(20);
+	ck_assert_int_eq(fk.nsent, 0);
+	rmdir(blocker);
+	free(blocker);
 }
 END_TEST
 
@@ -745,9 +858,11 @@ hub_suite(void)
 	tcase_add_test(tc, test_order_within_session);
 	tcase_add_test(tc, test_history_persisted);
 	tcase_add_test(tc, test_commands);
+	tcase_add_test(tc, test_stop_only_own_call_in_shared_session);
 	tcase_add_test(tc, test_split_to_max_text);
 	tcase_add_test(tc, test_restart_refused_for_non_admin);
 	tcase_add_test(tc, test_restart_transaction);
+	tcase_add_test(tc, test_restart_without_marker);
 	tcase_add_test(tc, test_restart_ack_wait_is_bounded);
 	tcase_add_test(tc, test_online_notice_home_channel_and_retry);
 	tcase_add_test(tc, test_marker_for_other_platform_stays);

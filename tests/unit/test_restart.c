@@ -82,6 +82,44 @@ START_TEST(test_damaged_removed)
 }
 END_TEST
 
+START_TEST(test_out_of_range_numbers_removed)
+{
+	/* Values a cast to uint64_t or unsigned long would overflow: damage, not numbers. */
+	static const char *const bad[] = {
+		"\"wall_ms\": 1e300, \"mono_us\": 1, \"generation\": 0",
+		"\"wall_ms\": 1, \"mono_us\": 1e400, \"generation\": 0",
+		"\"wall_ms\": 1, \"mono_us\": 1, \"generation\": 1e20",
+		"\"wall_ms\": 18446744073709551616, \"mono_us\": 1, \"generation\": 0",
+		"\"wall_ms\": 1, \"mono_us\": 1.5, \"generation\": 0",
+		"\"wall_ms\": 1, \"mono_us\": 1, \"generation\": -1",
+		"\"wall_ms\": 9007199254740994, \"mono_us\": 1, \"generation\": 0",
+	};
+	char *dir = tmpdir_new();
+	char *path = xasprintf("%s/restart.json", dir);
+	struct restart_marker *r;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(bad); i++) {
+		char *text = xasprintf("{\"platform\": \"p\", \"chat_id\": \"c\", %s}", bad[i]);
+
+		file_put(dir, "restart.json", text, 0600);
+		ck_assert_msg(restart_marker_read(dir) == NULL, "accepted %s", bad[i]);
+		ck_assert_int_eq(access(path, F_OK), -1);
+		free(text);
+	}
+	/* The largest values that convert exactly are kept. */
+	file_put(dir, "restart.json", "{\"platform\": \"p\", \"chat_id\": \"c\", "
+	    "\"wall_ms\": 9007199254740992, \"mono_us\": 0, \"generation\": 4294967295}", 0600);
+	r = restart_marker_read(dir);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_uint_eq(r->wall_ms, 9007199254740992ULL);
+	ck_assert_uint_eq(r->generation, 4294967295UL);
+	restart_marker_free(r);
+	free(path);
+	tmpdir_free(dir);
+}
+END_TEST
+
 START_TEST(test_elapsed_other_boot)
 {
 	struct restart_marker m = { .platform = "p", .chat_id = "c" };
@@ -105,6 +143,7 @@ restart_suite(void)
 	tcase_add_test(tc, test_round_trip);
 	tcase_add_test(tc, test_no_thread);
 	tcase_add_test(tc, test_damaged_removed);
+	tcase_add_test(tc, test_out_of_range_numbers_removed);
 	tcase_add_test(tc, test_elapsed_other_boot);
 	suite_add_tcase(s, tc);
 	return s;
