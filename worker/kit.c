@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 
+#include "config.h"
 #include "hub.h"
 #include "log.h"
 #include "strmap.h"
@@ -336,11 +337,11 @@ kit_key_part(char *dst, size_t len, const char *id)
 }
 
 /*
- * The message's idempotency key: "r.<inbound id>.<n>" for the n-th reply
- * to that message (the same when the next worker answers it again), else
- * one unique to this worker.
+ * The message's idempotency key: "r.<inbound id>.<n>" for the n-th piece
+ * sent in reply to that message (the same when the next worker answers it
+ * again), else one unique to this worker.  Returns n (0 for no reply).
  */
-static void
+static uintptr_t
 kit_key(struct kit *k, const struct outbound *msg, char *key, size_t len)
 {
 	char part[128];
@@ -351,9 +352,10 @@ kit_key(struct kit *k, const struct outbound *msg, char *key, size_t len)
 		strmap_put(k->reply_seq, msg->reply_to, (void *)(n + 1));
 		kit_key_part(part, sizeof(part), msg->reply_to);
 		snprintf(key, len, "r.%s.%lu", part, (unsigned long)n);
-	} else
-		snprintf(key, len, "w%ld.%lu.%lu", (long)getpid(), (unsigned long)time(NULL),
-		    ++k->seq);
+		return n;
+	}
+	snprintf(key, len, "w%ld.%lu.%lu", (long)getpid(), (unsigned long)time(NULL), ++k->seq);
+	return 0;
 }
 
 /* Answers the sends found already queued by an earlier worker. */
@@ -376,14 +378,16 @@ void
 kit_send(struct kit *k, const struct outbound *msg, plat_sent_fn cb, void *arg)
 {
 	struct kit_send_ctx *c = xcalloc(1, sizeof(*c));
+	const char *reply_to;
 	char key[200];
 
 	c->k = k;
 	c->cb = cb;
 	c->arg = arg;
 	TAILQ_INSERT_TAIL(&k->sends, c, link);
-	kit_key(k, msg, key, sizeof(key));
-	if (outq_push(k->q, msg->chat_id, msg->thread_id, msg->reply_to, msg->text, key,
+	/* only the first piece of a reply refers to the message it answers */
+	reply_to = kit_key(k, msg, key, sizeof(key)) == 0 ? msg->reply_to : NULL;
+	if (outq_push(k->q, msg->chat_id, msg->thread_id, reply_to, msg->text, key,
 	    kit_sent, c) < 0) {
 		/* the previous worker queued this very reply: it goes out once, from there */
 		log_debug("%s: reply %s is already queued", k->name, key);
@@ -611,4 +615,105 @@ struct outq *
 kit_outq(struct kit *k)
 {
 	return k->q;
+}
+
+/* ---- vtable entries and config getters ----------------------------------------- */
+
+void
+kit_vt_start(void *self)
+{
+	kit_start(*(struct kit **)self);
+}
+
+void
+kit_vt_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg)
+{
+	kit_send(*(struct kit **)self, msg, cb, arg);
+}
+
+void
+kit_vt_stop(void *self, plat_stopped_fn cb, void *arg)
+{
+	kit_stop(*(struct kit **)self, cb, arg);
+}
+
+static const cJSON *
+kit_conf_get(const struct plat_env *env, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(env->conf, key);
+
+	return cJSON_IsNull(v) ? NULL : v;
+}
+
+int
+kit_conf_str(const struct plat_env *env, const char *key, const char **out, char *err,
+    size_t errlen)
+{
+	const cJSON *v = kit_conf_get(env, key);
+
+	if (v == NULL)
+		return 0;
+	if (!cJSON_IsString(v)) {
+		snprintf(err, errlen, "platforms.%s.%s: must be a string", env->name, key);
+		return -1;
+	}
+	*out = v->valuestring;
+	return 0;
+}
+
+int
+kit_conf_bool(const struct plat_env *env, const char *key, int *out, char *err, size_t errlen)
+{
+	const cJSON *v = kit_conf_get(env, key);
+
+	if (v == NULL)
+		return 0;
+	if (!cJSON_IsBool(v)) {
+		snprintf(err, errlen, "platforms.%s.%s: must be true or false", env->name, key);
+		return -1;
+	}
+	*out = cJSON_IsTrue(v);
+	return 0;
+}
+
+int
+kit_conf_url(const struct plat_env *env, const char *key, const char *dflt, char **out,
+    char *err, size_t errlen)
+{
+	const char *v = dflt;
+	size_t n;
+
+	if (kit_conf_str(env, key, &v, err, errlen) < 0)
+		return -1;
+	if (v == NULL || (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0) ||
+	    strpbrk(v, " \t\r\n") != NULL) {
+		snprintf(err, errlen, "platforms.%s.%s: must be an http:// or https:// URL",
+		    env->name, key);
+		return -1;
+	}
+	*out = xstrdup(v);
+	for (n = strlen(*out); n > 0 && (*out)[n - 1] == '/'; n--)
+		(*out)[n - 1] = '\0';
+	return 0;
+}
+
+int
+kit_conf_secret(const struct plat_env *env, const char *key, const char *envname, char **out,
+    char *err, size_t errlen)
+{
+	const char *v = NULL;
+
+	if (kit_conf_str(env, key, &v, err, errlen) < 0)
+		return -1;
+	*out = v != NULL && v[0] != '\0' ? xstrdup(v) : config_secret(envname);
+	if (*out == NULL || (*out)[0] == '\0' || strpbrk(*out, " \t\r\n") != NULL) {
+		snprintf(err, errlen, "platforms.%s.%s: %s (set it, or %s)", env->name, key,
+		    *out == NULL || (*out)[0] == '\0' ? "missing" : "must not hold blanks", envname);
+		if (*out != NULL)
+			explicit_bzero(*out, strlen(*out));
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	return 0;
 }

@@ -93,4 +93,30 @@ void kit_closed(struct kit *k);
 /* 1 once kit_stop has been called. */
 int kit_stopping(const struct kit *k);
 
+/*
+ * Vtable entries for a platform whose struct begins with its struct kit
+ * pointer: start, send and stop go straight to the kit.
+ */
+void kit_vt_start(void *self);
+void kit_vt_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg);
+void kit_vt_stop(void *self, plat_stopped_fn cb, void *arg);
+
+/*
+ * The config getters of a platform's section: a missing key leaves *out
+ * as it is (the default); a value of the wrong type is an error naming
+ * "platforms.<name>.<key>" in err.  Return 0 or -1.
+ */
+int kit_conf_str(const struct plat_env *env, const char *key, const char **out, char *err,
+    size_t errlen);
+int kit_conf_bool(const struct plat_env *env, const char *key, int *out, char *err,
+    size_t errlen);
+/* An http(s):// URL, trailing slashes removed; *out is newly allocated. */
+int kit_conf_url(const struct plat_env *env, const char *key, const char *dflt, char **out,
+    char *err, size_t errlen);
+/* A secret from the section or else the environment variable envname (or
+ * the secrets config_secret() reads); *out is newly allocated.  Missing or
+ * holding blanks: an error naming both. */
+int kit_conf_secret(const struct plat_env *env, const char *key, const char *envname,
+    char **out, char *err, size_t errlen);
+
 #endif

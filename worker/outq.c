@@ -625,6 +625,18 @@ outq_pause(struct outq *q, double seconds)
 	outq_schedule(q, 0);
 }
 
+void
+outq_pause_chat(struct outq *q, const char *chat, const char *thread, double seconds)
+{
+	char *id = thread != NULL ? xasprintf("%s\x1f%s", chat, thread) : xstrdup(chat);
+	struct outq_chat *c = strmap_get(q->chats, id);
+	uint64_t until = mono_usec() + (uint64_t)(seconds > 0 ? seconds * 1e6 : 0);
+
+	free(id);
+	if (c != NULL && until > c->paused_until)
+		c->paused_until = until;
+}
+
 size_t
 outq_depth(const struct outq *q)
 {

@@ -87,6 +87,8 @@ size_t outq_restore(struct outq *q);
 
 /* The platform's answer to one attempt; why (may be NULL) is logged and shown. */
 void outq_result(struct outq_attempt *a, enum outq_result r, double retry_after, const char *why);
+/* Pauses one chat (thread may be NULL) for seconds (a route's bucket ran dry). */
+void outq_pause_chat(struct outq *q, const char *chat, const char *thread, double seconds);
 /* Pauses every chat for seconds (a global rate limit). */
 void outq_pause(struct outq *q, double seconds);
 

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -533,6 +534,7 @@ http_call_succeed(struct http_call *call, struct evhttp_request *req)
 	if (h != NULL)
 		ctype = xstrdup(h);
 	r.status = evhttp_request_get_response_code(req);
+	r.headers_ = evhttp_request_get_input_headers(req);
 	r.body = (const char *)evbuffer_pullup(call->body, -1);
 	/*
 	 * Pooled before the callback, so that a request made from it (the next
@@ -641,6 +643,42 @@ http_new_bev(struct http_call *call, const struct http_url *u)
 	return bev;
 }
 
+/* 1 when the caller's extra headers hold name. */
+static int
+http_has_header(const struct http_req *req, const char *name)
+{
+	const char *const *p;
+	size_t n = strlen(name);
+
+	for (p = req->headers; p != NULL && *p != NULL; p++)
+		if (strncasecmp(*p, name, n) == 0 && (*p)[n] == ':')
+			return 1;
+	return 0;
+}
+
+/* Adds the caller's "Name: value" headers (those without a colon are skipped). */
+static void
+http_add_extra(struct evkeyvalq *h, const struct http_req *req)
+{
+	const char *const *p, *colon;
+	char name[128];
+
+	for (p = req->headers; p != NULL && *p != NULL; p++) {
+		colon = strchr(*p, ':');
+		if (colon == NULL || colon == *p || (size_t)(colon - *p) >= sizeof(name))
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(colon - *p), *p);
+		evhttp_add_header(h, name, colon + 1 + strspn(colon + 1, " "));
+	}
+}
+
+const char *
+http_response_header(const struct http_response *r, const char *name)
+{
+	return r->headers_ != NULL ? evhttp_find_header((const struct evkeyvalq *)r->headers_,
+	    name) : NULL;
+}
+
 /* Adds the request headers. */
 static void
 http_add_headers(struct evhttp_request *r, const struct http_req *req,
@@ -659,7 +697,9 @@ http_add_headers(struct evhttp_request *r, const struct http_req *req,
 		snprintf(host + n, sizeof(host) - n, ":%d", u->port);
 	}
 	evhttp_add_header(h, "Host", host);
-	evhttp_add_header(h, "User-Agent", "hermes-gateway");
+	if (!http_has_header(req, "User-Agent"))
+		evhttp_add_header(h, "User-Agent", "hermes-gateway");
+	http_add_extra(h, req);
 	if (req->on_chunk != NULL)
 		evhttp_add_header(h, "Accept", "text/event-stream, application/json");
 	else

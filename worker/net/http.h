@@ -22,7 +22,11 @@ struct http_response {
 	const char *body;               /* NUL-terminated; "" when none (not when streamed) */
 	size_t body_len;
 	const char *content_type;       /* may be NULL */
+	const void *headers_;           /* for http_response_header() only */
 };
+
+/* A response header's value (during the done callback only), or NULL. */
+const char *http_response_header(const struct http_response *r, const char *name);
 
 typedef void (*http_done_fn)(void *arg, const struct http_response *r);
 /*
@@ -39,6 +43,9 @@ struct http_req {
 	const char *body;
 	size_t body_len;
 	const char *authorization;      /* full header value, or NULL; never logged */
+	/* More headers, "Name: value" each, NULL-terminated; may be NULL; never logged.
+	 * A User-Agent here replaces the default one. */
+	const char *const *headers;
 	double timeout;                 /* seconds for the whole request */
 	size_t max_body;                /* larger responses fail; 0 means 1 MiB */
 	http_chunk_fn on_chunk;         /* NULL: buffer the whole body */

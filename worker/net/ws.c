@@ -661,6 +661,7 @@ ws_write_request(struct ws *ws, const struct ws_url *u, const char *const *heade
 	unsigned int mdlen;
 	char key[32], both[80];
 	size_t i;
+	int ua = 0;
 
 	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
 		fatalx("%s: no random bytes", __func__);
@@ -674,10 +675,14 @@ ws_write_request(struct ws *ws, const struct ws_url *u, const char *const *heade
 	if (u->port != (u->tls ? 443 : 80))
 		evbuffer_add_printf(out, ":%d", u->port);
 	evbuffer_add_printf(out, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-	    "User-Agent: hermes-gateway\r\n", key);
-	for (i = 0; headers != NULL && headers[i] != NULL; i++)
+	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", key);
+	for (i = 0; headers != NULL && headers[i] != NULL; i++) {
+		if (strncasecmp(headers[i], "User-Agent:", 11) == 0)
+			ua = 1;
 		evbuffer_add_printf(out, "%s\r\n", headers[i]);
+	}
+	if (!ua)                        /* a caller's own replaces ours */
+		evbuffer_add_printf(out, "User-Agent: hermes-gateway\r\n");
 	evbuffer_add(out, "\r\n", 2);
 	bufferevent_setcb(ws->bev, ws_read_cb, ws_write_cb, ws_event_cb, ws);
 	bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
