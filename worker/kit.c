@@ -717,3 +717,9 @@ kit_conf_secret(const struct plat_env *env, const char *key, const char *envname
 	}
 	return 0;
 }
+
+struct event_base *
+kit_base(struct kit *k)
+{
+	return k->base;
+}

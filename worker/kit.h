@@ -63,6 +63,7 @@ void kit_free(struct kit *k);
 void kit_start(struct kit *k);
 
 struct link *kit_link(struct kit *k);
+struct event_base *kit_base(struct kit *k);
 /* NULL until the journal is open. */
 struct intake *kit_intake(struct kit *k);
 struct outq *kit_outq(struct kit *k);
