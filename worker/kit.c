@@ -723,3 +723,61 @@ kit_base(struct kit *k)
 {
 	return k->base;
 }
+
+/* One number of the limits object, within [min, max]. */
+static int
+kit_conf_limit(const struct plat_env *env, const cJSON *o, const char *key, double min,
+    double max, double *out, char *err, size_t errlen)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (v == NULL)
+		return 0;
+	if (!cJSON_IsNumber(v) || v->valuedouble < min || v->valuedouble > max) {
+		snprintf(err, errlen, "platforms.%s.limits.%s: must be a number from %g to %g",
+		    env->name, key, min, max);
+		return -1;
+	}
+	*out = v->valuedouble;
+	return 0;
+}
+
+int
+kit_conf_limits(const struct plat_env *env, struct kit *k, char *err, size_t errlen)
+{
+	static const char *const known[] = { "chat_rate", "chat_burst", "global_rate",
+		"global_burst", "inflight", "retry_for", NULL };
+	const cJSON *o = kit_conf_get(env, "limits"), *v;
+	struct outq_limits lim = k->ops.limits;
+	double inflight = lim.inflight ? lim.inflight : 8, retry = lim.give_up_usec ?
+	    (double)lim.give_up_usec / 1e6 : 600;
+	size_t i;
+
+	if (o == NULL)
+		return 0;
+	if (!cJSON_IsObject(o)) {
+		snprintf(err, errlen, "platforms.%s.limits: must be an object", env->name);
+		return -1;
+	}
+	cJSON_ArrayForEach(v, o) {
+		for (i = 0; known[i] != NULL && strcmp(known[i], v->string) != 0; i++)
+			;
+		if (known[i] == NULL) {
+			snprintf(err, errlen, "platforms.%s.limits.%s: unknown key", env->name,
+			    v->string);
+			return -1;
+		}
+	}
+	if (kit_conf_limit(env, o, "chat_rate", 0.001, 1e6, &lim.chat_rate, err, errlen) < 0 ||
+	    kit_conf_limit(env, o, "chat_burst", 1, 1e6, &lim.chat_burst, err, errlen) < 0 ||
+	    kit_conf_limit(env, o, "global_rate", 0.001, 1e6, &lim.global_rate, err, errlen) < 0 ||
+	    kit_conf_limit(env, o, "global_burst", 1, 1e6, &lim.global_burst, err, errlen) < 0 ||
+	    kit_conf_limit(env, o, "inflight", 1, 1024, &inflight, err, errlen) < 0 ||
+	    kit_conf_limit(env, o, "retry_for", 1, 7 * 86400, &retry, err, errlen) < 0)
+		return -1;
+	lim.inflight = (unsigned)inflight;
+	lim.give_up_usec = (uint64_t)(retry * 1e6);
+	k->ops.limits = lim;
+	outq_set_limits(k->q, &lim);
+	return 0;
+}

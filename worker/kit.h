@@ -114,6 +114,13 @@ int kit_conf_bool(const struct plat_env *env, const char *key, int *out, char *e
 /* An http(s):// URL, trailing slashes removed; *out is newly allocated. */
 int kit_conf_url(const struct plat_env *env, const char *key, const char *dflt, char **out,
     char *err, size_t errlen);
+/*
+ * The optional "limits" object of the section overrides the platform's
+ * send limits: chat_rate, chat_burst, global_rate, global_burst (per
+ * second), inflight, retry_for (seconds a reply is retried before it is
+ * given up).  Applies them to the kit's queue.
+ */
+int kit_conf_limits(const struct plat_env *env, struct kit *k, char *err, size_t errlen);
 /* A secret from the section or else the environment variable envname (or
  * the secrets config_secret() reads); *out is newly allocated.  Missing or
  * holding blanks: an error naming both. */

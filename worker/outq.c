@@ -593,6 +593,21 @@ outq_restore_one(void *arg, const char *key, const char *data, size_t len)
 	cJSON_Delete(o);
 }
 
+const struct outq_limits *
+outq_get_limits(const struct outq *q)
+{
+	return &q->lim;
+}
+
+void
+outq_set_limits(struct outq *q, const struct outq_limits *lim)
+{
+	size_t max_text = q->lim.max_text;
+
+	q->lim = *lim;
+	q->lim.max_text = max_text;
+}
+
 void
 outq_set_journal(struct outq *q, struct intake *journal)
 {

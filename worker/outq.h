@@ -80,6 +80,10 @@ void outq_free(struct outq *q);
  */
 int outq_push(struct outq *q, const char *chat, const char *thread, const char *reply_to,
     const char *text, const char *key, outq_done_fn done, void *arg);
+/* The limits in force. */
+const struct outq_limits *outq_get_limits(const struct outq *q);
+/* Replaces the limits (max_text stays). */
+void outq_set_limits(struct outq *q, const struct outq_limits *lim);
 /* Journals pieces from now on (those pushed before are not kept across a restart). */
 void outq_set_journal(struct outq *q, struct intake *journal);
 /* Queues what an earlier worker left in the journal.  Returns the pieces queued. */

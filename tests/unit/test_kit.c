@@ -387,6 +387,46 @@ START_TEST(test_invalid_inbound)
 }
 END_TEST
 
+/* The "limits" object: known keys in range apply; anything else is a clear error. */
+START_TEST(test_conf_limits)
+{
+	struct plat_env env = { .base = base, .name = "discord", .state_dir = "/nonexistent" };
+	const char *bad[] = { "{\"limits\": 3}", "{\"limits\": {\"chat_rat\": 1}}",
+		"{\"limits\": {\"chat_rate\": 0}}", "{\"limits\": {\"inflight\": \"8\"}}",
+		"{\"limits\": {\"retry_for\": 1e9}}" };
+	const char *want[] = { "platforms.discord.limits: must be an object",
+		"platforms.discord.limits.chat_rat: unknown key",
+		"platforms.discord.limits.chat_rate: must be a number from 0.001 to 1e+06",
+		"platforms.discord.limits.inflight: must be a number from 1 to 1024",
+		"platforms.discord.limits.retry_for: must be a number from 1 to 604800" };
+	char err[256];
+	struct kit *k;
+	cJSON *conf;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(bad); i++) {
+		conf = cJSON_Parse(bad[i]);
+		env.conf = conf;
+		k = kit_new(&env, &fp_kit_ops, &fp);
+		err[0] = '\0';
+		ck_assert_int_eq(kit_conf_limits(&env, k, err, sizeof(err)), -1);
+		ck_assert_str_eq(err, want[i]);
+		kit_free(k);
+		cJSON_Delete(conf);
+	}
+	conf = cJSON_Parse("{\"limits\": {\"chat_rate\": 100, \"inflight\": 2}}");
+	env.conf = conf;
+	k = kit_new(&env, &fp_kit_ops, &fp);
+	ck_assert_int_eq(kit_conf_limits(&env, k, err, sizeof(err)), 0);
+	ck_assert(outq_get_limits(kit_outq(k))->chat_rate == 100);
+	ck_assert_uint_eq(outq_get_limits(kit_outq(k))->inflight, 2);
+	ck_assert_uint_eq(outq_get_limits(kit_outq(k))->max_text, 4096);
+	ck_assert(outq_get_limits(kit_outq(k))->global_rate == fp_kit_ops.limits.global_rate);
+	kit_free(k);
+	cJSON_Delete(conf);
+}
+END_TEST
+
 static Suite *
 kit_suite(void)
 {
@@ -401,6 +441,7 @@ kit_suite(void)
 	tcase_add_test(tc, test_stop_drains_then_closes);
 	tcase_add_test(tc, test_journal_held_then_free);
 	tcase_add_test(tc, test_invalid_inbound);
+	tcase_add_test(tc, test_conf_limits);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -735,7 +735,9 @@ static const struct kit_ops dc_kit_ops = {
 	.link = { .backoff_min_usec = 1000000, .backoff_max_usec = 60000000 },
 };
 
-static const char *const dc_keys[] = { "token", "api_url", "require_mention", NULL };
+static const char *const dc_keys[] = { "token", "api_url", "require_mention", "limits", NULL };
+
+static void dc_free(void *self);
 
 static void *
 dc_create(const struct plat_env *env, char *err, size_t errlen)
@@ -764,6 +766,10 @@ dc_create(const struct plat_env *env, char *err, size_t errlen)
 	if (dc->hb_ev == NULL)
 		fatalx("%s: out of memory", __func__);
 	dc->kit = kit_new(env, &dc_kit_ops, dc);
+	if (kit_conf_limits(env, dc->kit, err, errlen) < 0) {
+		dc_free(dc);
+		return NULL;
+	}
 	return dc;
 }
 
