@@ -43,6 +43,7 @@ struct worker {
 	struct hub *hub;
 	struct wnotify *wn;
 	struct event *sigs[4];
+	char *sessions_dir;
 	long supervisor_pid;
 	unsigned long generation;
 	int exit_code;
@@ -205,14 +206,22 @@ setup_loop(struct worker *w)
 		config_fail(w, "agent", err);
 }
 
+/*
+ * Makes sure the state directory and its sessions/ are ours, private and
+ * writable.  Any of that failing is the configuration's fault (a wrong
+ * path, owner, mode or a read-only mount): exit 78, so that neither the
+ * supervisor nor systemd retries it in a loop.
+ */
 static void
 create_state_dir(struct worker *w)
 {
-	char *sessions = xasprintf("%s/sessions", w->cfg->state_dir);
+	char err[256];
 
-	if (mkdir_p(w->cfg->state_dir, 0700) < 0 || mkdir_p(sessions, 0700) < 0)
-		fatal("cannot create the state directory %s", w->cfg->state_dir);
-	free(sessions);
+	w->sessions_dir = xasprintf("%s/sessions", w->cfg->state_dir);
+	if (dir_ensure(w->cfg->state_dir, 0700, 1, err, sizeof(err)) < 0)
+		fatal_status(EXIT_CONFIG, "state directory %s: %s", w->cfg->state_dir, err);
+	if (dir_ensure(w->sessions_dir, 0700, 1, err, sizeof(err)) < 0)
+		fatal_status(EXIT_CONFIG, "state directory %s: %s", w->sessions_dir, err);
 }
 
 static void on_status(void *arg, const char *line);
