@@ -439,3 +439,86 @@ def test_planted_link_at_a_session_file_is_not_followed(build, tmp_path, port):
     assert json.loads(saved.read_text()) == [{"role": "user", "content": "mine"},
                                              {"role": "assistant", "content": "mine"}]
     assert "a link or not a regular file: ignored, never followed" in w.log()
+
+
+# --- session retention and memory ------------------------------------------------
+
+def _age(path, seconds):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_session_retention_at_start(build, tmp_path, port):
+    sessions = tmp_path / "state" / "sessions"
+    sessions.mkdir(parents=True, mode=0o700)
+    (tmp_path / "state").chmod(0o700)
+    day = 86400
+    for name, age in [("console:old.json", 40 * day), ("console:a.json", 5 * day),
+                      ("console:b.json", 4 * day), ("console:c.json", 3 * day),
+                      ("console:d.json", 2 * day)]:
+        (sessions / name).write_text("[]")
+        _age(sessions / name, age)
+    (sessions / "notes.txt").write_text("not a session")
+    _age(sessions / "notes.txt", 40 * day)
+    cfg = write_config(tmp_path, port, extra={"sessions": {"max_age": 30 * day,
+                                                            "max_count": 2}})
+    with WorkerProc(build, cfg, tmp_path) as w:
+        Console(port).wait_ready()
+        left = sorted(p.name for p in sessions.iterdir())
+        assert left == ["console:c.json", "console:d.json", "notes.txt"], left
+    assert "sessions: removed 3 saved histories" in w.log()
+
+
+def test_session_retention_on_its_timer(build, tmp_path, port):
+    """With max_age 2 s the policy runs every second: a history unchanged
+    that long disappears while the worker runs."""
+    cfg = write_config(tmp_path, port, extra={"sessions": {"max_age": 2}})
+    saved = tmp_path / "state" / "sessions" / "console:t1.json"
+    with WorkerProc(build, cfg, tmp_path):
+        con = Console(port)
+        con.wait_ready()
+        assert con.ask("remember me", chat_id="t1") == ["remember me"]
+        # Sessions are saved by the hub's flush; wait for the file, then its removal.
+        wait_for(saved.exists, timeout=20, what="the session saved")
+        wait_for(lambda: not saved.exists(), timeout=30, what="the session removed")
+
+
+def _rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _sanitized(build):
+    with open(build / "hermes-worker", "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def test_memory_returns_after_idle_eviction(build, tmp_path, port):
+    """1,000 chats with a 60 KB message each hold ~130 MB of histories; once
+    they are evicted (idle_timeout 1 s) the worker's RSS comes back near
+    where it started instead of staying at its peak."""
+    if _sanitized(build):
+        pytest.skip("ASan's quarantine keeps freed memory by design")
+    cfg = write_config(tmp_path, port, extra={"sessions": {"idle_timeout": 1}})
+    text = "x" * 60000
+    with WorkerProc(build, cfg, tmp_path) as w:
+        con = Console(port)
+        con.wait_ready()
+        # Warm up: fill the console's bounded reply log (4 MiB) so the
+        # baseline holds everything that is meant to stay.
+        for i in range(80):
+            con.ask(text, chat_id="warm")
+        wait_for(lambda: con.status()["sessions"] == 0, timeout=30, what="warm-up evicted")
+        base = _rss_kb(w.pid)
+        for i in range(1000):
+            con.post(text, chat_id="c%d" % i)
+        peak = _rss_kb(w.pid)
+        wait_for(lambda: con.status()["sessions"] == 0, timeout=60, what="sessions evicted")
+        # The sweep that evicts also trims the heap; give it a moment on a loaded machine.
+        after = wait_for(lambda: (lambda r: r if r < 2 * base else None)(_rss_kb(w.pid)),
+                         timeout=20, what="RSS back within 2x of %d KiB (peak %d KiB, now %d KiB)"
+                         % (base, peak, _rss_kb(w.pid)))
+        assert after < 2 * base
