@@ -416,15 +416,21 @@ def test_bad_state_dir_under_the_supervisor_stops_with_78(build, tmp_path, port)
     assert log.count("state directory %s: not a directory" % (tmp_path / "state")) == 1, log
 
 
+def _sessions_dir(home):
+    """home/state/sessions, made beforehand as the worker would (private)."""
+    sessions = home / "state" / "sessions"
+    sessions.mkdir(parents=True, mode=0o700)
+    (home / "state").chmod(0o700)
+    return sessions
+
+
 def test_planted_link_at_a_session_file_is_not_followed(build, tmp_path, port):
     """A link at a session's file name is neither read into the history
     (whose content goes to the agent) nor written through."""
     outside = tmp_path / "outside.json"
     secret = json.dumps([{"role": "user", "content": "outside secret"}])
     outside.write_text(secret)
-    sessions = tmp_path / "state" / "sessions"
-    sessions.mkdir(parents=True, mode=0o700)
-    (tmp_path / "state").chmod(0o700)
+    sessions = _sessions_dir(tmp_path)
     (sessions / "console:s1.json").symlink_to(outside)
     cfg = write_config(tmp_path, port)
     with WorkerProc(build, cfg, tmp_path) as w:
@@ -449,9 +455,7 @@ def _age(path, seconds):
 
 
 def test_session_retention_at_start(build, tmp_path, port):
-    sessions = tmp_path / "state" / "sessions"
-    sessions.mkdir(parents=True, mode=0o700)
-    (tmp_path / "state").chmod(0o700)
+    sessions = _sessions_dir(tmp_path)
     day = 86400
     for name, age in [("console:old.json", 40 * day), ("console:a.json", 5 * day),
                       ("console:b.json", 4 * day), ("console:c.json", 3 * day),
