@@ -105,7 +105,8 @@ retention_scan_dir(struct retention_scan *sc, const char *dir, time_t now)
 	while ((e = readdir(d)) != NULL)
 		retention_consider(sc, e->d_name, now);
 	closedir(d);
-	qsort(sc->v, sc->n, sizeof(*sc->v), retention_cmp_age);
+	if (sc->n > 0)
+		qsort(sc->v, sc->n, sizeof(*sc->v), retention_cmp_age);
 	return 0;
 }
 

@@ -192,6 +192,17 @@ START_TEST(test_stale_temporaries)
 }
 END_TEST
 
+START_TEST(test_empty_dir)
+{
+	struct retention_policy p = { DAY, 1, 1 };
+	struct retention_result r;
+
+	ck_assert_int_eq(retention_apply(dir, &p, NOW, &r), 0);
+	ck_assert_uint_eq(r.kept, 0);
+	ck_assert_uint_eq(r.removed, 0);
+}
+END_TEST
+
 START_TEST(test_missing_dir)
 {
 	struct retention_policy p = { DAY, 0, 0 };
@@ -230,6 +241,7 @@ retention_suite(void)
 	tcase_add_test(tc, test_ties_by_name);
 	tcase_add_test(tc, test_leaves_other_files_and_links);
 	tcase_add_test(tc, test_stale_temporaries);
+	tcase_add_test(tc, test_empty_dir);
 	tcase_add_test(tc, test_missing_dir);
 	tcase_add_test(tc, test_interval);
 	suite_add_tcase(s, tc);
