@@ -5,10 +5,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -182,18 +186,53 @@ fsync_parent(const char *path)
 	}
 }
 
-/* Writes a temporary file and renames it over path; fsyncs both when durable. */
+/* 64 unpredictable bits (getrandom, else the clock and a counter). */
+static uint64_t
+util_random64(void)
+{
+	static uint64_t counter;
+	uint64_t v;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
+		return v;
+	return (mono_usec() * 6364136223846793005ULL) ^ (uint64_t)getpid() << 32 ^ ++counter;
+}
+
+/*
+ * Creates a new temporary file beside path, never opening anything that
+ * was already there (O_EXCL, O_NOFOLLOW): a link planted at a guessable
+ * name cannot redirect the write.  Its name goes to tmp.  Returns the fd or -1.
+ */
+static int
+util_tmp_create(const char *path, unsigned mode, char *tmp, size_t tmplen)
+{
+	int attempt, fd;
+
+	for (attempt = 0; attempt < 16; attempt++) {
+		if (snprintf(tmp, tmplen, "%s.tmp.%ld.%016llx", path, (long)getpid(),
+		    (unsigned long long)util_random64()) >= (int)tmplen) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+		if (fd >= 0 || errno != EEXIST)
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * Writes a temporary file and renames it over path; fsyncs both when
+ * durable.  rename() replaces whatever path names (a planted link
+ * included) without following it.
+ */
 static int
 replace_file(const char *path, const void *data, size_t len, unsigned mode, int durable)
 {
 	char tmp[PATH_MAX];
 	int fd, saved;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+	fd = util_tmp_create(path, mode, tmp, sizeof(tmp));
 	if (fd < 0)
 		return -1;
 	if (write_all(fd, data, len) < 0 || (durable && fsync(fd) < 0))
@@ -264,17 +303,14 @@ buf_append(char **buf, size_t *len, size_t *cap, size_t max, const char *s, size
 	return 0;
 }
 
-char *
-read_file(const char *path, size_t max, size_t *lenp)
+/* Reads all of fd (at most max bytes) into a NUL-terminated buffer; closes fd. */
+static char *
+read_fd(int fd, size_t max, size_t *lenp)
 {
 	size_t len = 0, cap = 4096;
-	char *buf;
-	int fd, saved;
+	char *buf = xmalloc(cap);
+	int saved;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	buf = xmalloc(cap);
 	for (;;) {
 		ssize_t n;
 
@@ -313,6 +349,30 @@ fail:
 	return NULL;
 }
 
+char *
+read_file(const char *path, size_t max, size_t *lenp)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	return fd < 0 ? NULL : read_fd(fd, max, lenp);
+}
+
+char *
+read_file_nofollow(const char *path, size_t max, size_t *lenp)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		errno = EINVAL;
+		return NULL;
+	}
+	return read_fd(fd, max, lenp);
+}
+
 int
 mkdir_p(const char *dir, unsigned mode)
 {
@@ -334,6 +394,75 @@ mkdir_p(const char *dir, unsigned mode)
 	if (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST)
 		return -1;
 	return 0;
+}
+
+/* Creates and removes a file in dir, to learn whether it can be written. */
+static int
+dir_probe_write(const char *dir)
+{
+	char *probe = xasprintf("%s/.probe", dir), tmp[PATH_MAX];
+	int fd = util_tmp_create(probe, 0600, tmp, sizeof(tmp)), saved;
+
+	saved = errno;
+	free(probe);
+	if (fd < 0) {
+		errno = saved;
+		return -1;
+	}
+	close(fd);
+	unlink(tmp);
+	return 0;
+}
+
+/* The mode and owner rules of a private directory; 0 or -1 with why in err. */
+static int
+dir_check_private(const struct stat *st, char *err, size_t errlen)
+{
+	if (st->st_uid != geteuid()) {
+		snprintf(err, errlen, "owned by uid %ld, not by this user (uid %ld)",
+		    (long)st->st_uid, (long)geteuid());
+		return -1;
+	}
+	if ((st->st_mode & 022) != 0) {
+		snprintf(err, errlen, "writable by group or others (mode %04o); chmod 700 it",
+		    (unsigned)(st->st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
+int
+dir_ensure(const char *dir, unsigned mode, int private, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (mkdir_p(dir, mode) < 0) {
+		snprintf(err, errlen, "cannot create it: %s", strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0) {
+		snprintf(err, errlen, "cannot examine it: %s", strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "not a directory (a file is in the way)");
+		return -1;
+	}
+	if (private && dir_check_private(&st, err, errlen) < 0)
+		return -1;
+	if (dir_probe_write(dir) < 0) {
+		snprintf(err, errlen, "cannot write in it: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void
+heap_trim(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
 }
 
 int

@@ -39,7 +39,10 @@ int parse_u64(const char *s, uint64_t max, uint64_t *out);
 /*
  * Writes len bytes to path atomically: a temporary file in the same
  * directory, fsync, rename, then fsync of the directory.  mode is the
- * new file's permission.  Returns 0, or -1 with errno set.
+ * new file's permission.  The temporary file has an unpredictable name
+ * and is created with O_EXCL | O_NOFOLLOW, and rename() replaces a link
+ * at path instead of following it: nothing planted in the directory can
+ * redirect the write.  Returns 0, or -1 with errno set.
  */
 int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
 /*
@@ -63,9 +66,25 @@ int buf_append(char **buf, size_t *len, size_t *cap, size_t max, const char *s, 
  * the caller frees.  Returns NULL with errno set (EFBIG when too large).
  */
 char *read_file(const char *path, size_t max, size_t *len);
+/*
+ * The same for files in a state directory: a symbolic link (ELOOP) or
+ * anything but a regular file (EINVAL) is refused, never followed or
+ * waited on.
+ */
+char *read_file_nofollow(const char *path, size_t max, size_t *len);
 
 /* Creates dir and its parents with mode (like mkdir -p).  Returns 0 or -1. */
 int mkdir_p(const char *dir, unsigned mode);
+/*
+ * Makes sure dir exists (created with its parents and mode when missing),
+ * is a directory and can be written in.  With private set, also that this
+ * user owns it and neither group nor others may write it.  Returns 0, or
+ * -1 with the reason (one phrase, no path) in err.
+ */
+int dir_ensure(const char *dir, unsigned mode, int private, char *err, size_t errlen);
+
+/* Returns freed heap memory to the system (malloc_trim on glibc; else nothing). */
+void heap_trim(void);
 
 int fd_set_cloexec(int fd, int on);
 int fd_set_nonblock(int fd, int on);

@@ -74,7 +74,7 @@ int
 control_lock(const char *dir, int replace, uint64_t wait_usec)
 {
 	char *path = xasprintf("%s/lock", dir), buf[32];
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	pid_t holder;
 
 	if (fd < 0)

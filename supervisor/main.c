@@ -3,6 +3,7 @@
 #include "control.h"
 #include "listen.h"
 #include "log.h"
+#include "policy.h"
 #include "sup.h"
 #include "util.h"
 
@@ -123,7 +124,7 @@ static int
 run(const struct sup_args *a, const char *rundir)
 {
 	struct listen_set ls = { NULL, 0 };
-	char **argv = a->worker_argv, *logpath = NULL, *pidfile = NULL;
+	char **argv = a->worker_argv, *logpath = NULL, *pidfile = NULL, err[256];
 	int detach = !a->foreground && getpid() != 1, dfd = -1, code;
 	struct sup *s;
 
@@ -131,8 +132,9 @@ run(const struct sup_args *a, const char *rundir)
 	sup_upstream_init();
 	if (argv == NULL)
 		argv = default_worker(a->config);
-	if (mkdir_p(rundir, 0755) < 0)
-		fatal("cannot create the runtime directory %s", rundir);
+	/* A runtime directory that cannot be made or written is a configuration error. */
+	if (dir_ensure(rundir, 0755, 0, err, sizeof(err)) < 0)
+		fatal_status(EXIT_CONFIG, "runtime directory %s: %s", rundir, err);
 	if (detach)
 		dfd = detach_start();
 	(void)control_lock(rundir, a->replace, a->stop_timeout + 5000000);

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,13 +24,22 @@ static const char config_embedded[] =
 	"    \"allowed_users\": [\"*\"], \"admins\": [\"local\"] } } }\n";
 
 static const char *const config_top_keys[] = {
-	"state_dir", "drain_timeout", "tls", "agent", "platforms", NULL
+	"state_dir", "drain_timeout", "sessions", "tls", "agent", "platforms", NULL
+};
+static const char *const config_session_keys[] = {
+	"idle_timeout", "max_age", "max_count", "max_bytes", NULL
 };
 static const char *const config_common_keys[] = {
 	"enabled", "allowed_users", "admins", "home_channel", NULL
 };
 
 #define DRAIN_MAX_USEC (3600ULL * 1000000ULL)
+/* Every integer a double holds exactly; config numbers stay below it. */
+#define CONFIG_EXACT_MAX (1ULL << 53)
+#define SESSION_IDLE_MIN_USEC 100000ULL                         /* 0.1 s */
+#define SESSION_IDLE_MAX_USEC (366ULL * 86400ULL * 1000000ULL)  /* a year */
+#define SESSION_AGE_MAX_SEC (100ULL * 366ULL * 86400ULL)        /* a century */
+#define SESSION_COUNT_MAX (1ULL << 32)
 #define DOTENV_MAX (256 * 1024)
 
 /* Formats "<file>: <key>: <what>" into err; returns NULL for the caller's convenience. */
@@ -279,17 +289,8 @@ parse_platforms(const char *file, cJSON *plats, struct config *c, char *err, siz
 		return -1;
 	}
 	c->platforms = xcalloc((size_t)cJSON_GetArraySize(plats) + 1, sizeof(*c->platforms));
+	/* Keys given twice were refused before (config_find_duplicate). */
 	cJSON_ArrayForEach(sec, plats) {
-		size_t i;
-
-		for (i = 0; i < n; i++)
-			if (strcmp(c->platforms[i].name, sec->string) == 0) {
-				char key[256];
-
-				snprintf(key, sizeof(key), "platforms.%s", sec->string);
-				config_err(err, errlen, file, key, "given twice");
-				return -1;
-			}
 		c->nplatforms = n + 1;
 		if (parse_platform(file, sec, &c->platforms[n], err, errlen) < 0)
 			return -1;
@@ -325,10 +326,95 @@ parse_tls(const char *file, const cJSON *tls, struct config *c, char *err, size_
 	return 0;
 }
 
+/* 1 when v is a number from min to max (written so that NaN fails too). */
+static int
+config_number_in(const cJSON *v, double min, double max)
+{
+	/* cJSON turns 1e999 into infinity, which fails here like any big value. */
+	return cJSON_IsNumber(v) && v->valuedouble >= min && v->valuedouble <= max;
+}
+
+int
+config_get_uint(const cJSON *obj, const char *key, const char *what, uint64_t min,
+    uint64_t max, uint64_t *out, char *err, size_t errlen)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	if (max > CONFIG_EXACT_MAX || min > max)
+		fatalx("%s: bad range for %s", __func__, what);
+	if (v == NULL || cJSON_IsNull(v))
+		return 0;
+	if (!config_number_in(v, (double)min, (double)max) ||
+	    v->valuedouble != floor(v->valuedouble)) {
+		snprintf(err, errlen, "key \"%s\": expected a whole number from %llu to %llu", what,
+		    (unsigned long long)min, (unsigned long long)max);
+		return -1;
+	}
+	*out = (uint64_t)v->valuedouble;
+	return 1;
+}
+
+int
+config_get_seconds(const cJSON *obj, const char *key, const char *what, uint64_t min_usec,
+    uint64_t max_usec, uint64_t *usec, char *err, size_t errlen)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	double us;
+
+	if (max_usec > CONFIG_EXACT_MAX || min_usec > max_usec)
+		fatalx("%s: bad range for %s", __func__, what);
+	if (v == NULL || cJSON_IsNull(v))
+		return 0;
+	if (!config_number_in(v, (double)min_usec / 1e6, (double)max_usec / 1e6)) {
+		snprintf(err, errlen, "key \"%s\": expected a number of seconds from %.15g to %.15g",
+		    what, (double)min_usec / 1e6, (double)max_usec / 1e6);
+		return -1;
+	}
+	us = floor(v->valuedouble * 1e6 + 0.5);
+	*usec = us < (double)min_usec ? min_usec : us > (double)max_usec ? max_usec : (uint64_t)us;
+	return 1;
+}
+
+/* Validates the sessions section into c->sessions. */
+static int
+parse_sessions(const char *file, const cJSON *sec, struct config *c, char *err, size_t errlen)
+{
+	struct config_sessions *s = &c->sessions;
+	char what[512];
+	const cJSON *it;
+
+	if (!cJSON_IsObject(sec)) {
+		config_err(err, errlen, file, "sessions", "expected an object");
+		return -1;
+	}
+	cJSON_ArrayForEach(it, sec) {
+		char key[256];
+
+		snprintf(key, sizeof(key), "sessions.%s", it->string);
+		if (!key_in(config_session_keys, it->string)) {
+			config_err(err, errlen, file, key, "unknown key");
+			return -1;
+		}
+	}
+	if (config_get_seconds(sec, "idle_timeout", "sessions.idle_timeout",
+	    SESSION_IDLE_MIN_USEC, SESSION_IDLE_MAX_USEC, &s->idle_usec, what, sizeof(what)) < 0 ||
+	    config_get_uint(sec, "max_age", "sessions.max_age", 0, SESSION_AGE_MAX_SEC,
+	    &s->max_age_sec, what, sizeof(what)) < 0 ||
+	    config_get_uint(sec, "max_count", "sessions.max_count", 0, SESSION_COUNT_MAX,
+	    &s->max_count, what, sizeof(what)) < 0 ||
+	    config_get_uint(sec, "max_bytes", "sessions.max_bytes", 0, CONFIG_EXACT_MAX,
+	    &s->max_bytes, what, sizeof(what)) < 0) {
+		config_err(err, errlen, file, NULL, "%s", what);
+		return -1;
+	}
+	return 0;
+}
+
 /* Validates the top level and fills c; the platforms and tls sections in helpers. */
 static int
 parse_top(const char *file, struct config *c, char *err, size_t errlen)
 {
+	char what[512];
 	cJSON *it;
 
 	if (!cJSON_IsObject(c->root)) {
@@ -348,13 +434,14 @@ parse_top(const char *file, struct config *c, char *err, size_t errlen)
 			free(c->state_dir);
 			c->state_dir = xstrdup(it->valuestring);
 		} else if (strcmp(it->string, "drain_timeout") == 0) {
-			if (!cJSON_IsNumber(it) || it->valuedouble < 0 ||
-			    it->valuedouble * 1e6 > (double)DRAIN_MAX_USEC) {
-				config_err(err, errlen, file, "drain_timeout",
-				    "expected a number of seconds from 0 to 3600");
+			if (config_get_seconds(c->root, "drain_timeout", "drain_timeout", 0,
+			    DRAIN_MAX_USEC, &c->drain_usec, what, sizeof(what)) < 0) {
+				config_err(err, errlen, file, NULL, "%s", what);
 				return -1;
 			}
-			c->drain_usec = (uint64_t)(it->valuedouble * 1e6);
+		} else if (strcmp(it->string, "sessions") == 0) {
+			if (parse_sessions(file, it, c, err, errlen) < 0)
+				return -1;
 		} else if (strcmp(it->string, "tls") == 0) {
 			if (parse_tls(file, it, c, err, errlen) < 0)
 				return -1;
@@ -372,15 +459,79 @@ parse_top(const char *file, struct config *c, char *err, size_t errlen)
 	return 0;
 }
 
+static int
+config_cmp_names(const void *a, const void *b)
+{
+	return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* Appends ".name" (or "name" at the top, or "[i]") to the key path of len bytes. */
+static size_t
+config_path_push(char *path, size_t pathlen, size_t len, const char *name, int index)
+{
+	int n;
+
+	if (name != NULL)
+		n = snprintf(path + len, pathlen - len, "%s%s", len > 0 ? "." : "", name);
+	else
+		n = snprintf(path + len, pathlen - len, "[%d]", index);
+	return n < 0 || (size_t)n >= pathlen - len ? pathlen - 1 : len + (size_t)n;
+}
+
+/*
+ * Finds a key given twice in one object anywhere below node (cJSON keeps
+ * both, and a getter would silently see the first).  Returns 1 with its
+ * key path in path, else 0.  Sorting each object's names keeps this
+ * O(n log n) however wide an object is.
+ */
+static int
+config_find_duplicate(const cJSON *node, char *path, size_t pathlen, size_t len)
+{
+	size_t n = 0, i;
+	const cJSON *it, **v;
+	int found = 0, index = 0;
+
+	if (!cJSON_IsObject(node) && !cJSON_IsArray(node))
+		return 0;
+	if (cJSON_IsObject(node) && node->child != NULL) {
+		v = xcalloc((size_t)cJSON_GetArraySize(node), sizeof(*v));
+		cJSON_ArrayForEach(it, node)
+			v[n++] = it;
+		qsort(v, n, sizeof(*v), config_cmp_names);
+		for (i = 1; i < n && !found; i++)
+			if (strcmp(v[i - 1]->string, v[i]->string) == 0) {
+				config_path_push(path, pathlen, len, v[i]->string, 0);
+				found = 1;
+			}
+		free(v);
+		if (found)
+			return 1;
+	}
+	cJSON_ArrayForEach(it, node) {
+		size_t sub = config_path_push(path, pathlen, len,
+		    cJSON_IsObject(node) ? it->string : NULL, index++);
+
+		if (config_find_duplicate(it, path, pathlen, sub))
+			return 1;
+		path[len] = '\0';
+	}
+	return 0;
+}
+
 struct config *
 config_parse(const char *text, const char *name, char *err, size_t errlen)
 {
 	struct config *c = xcalloc(1, sizeof(*c));
+	char key[512] = "";
 	const char *v;
 
 	c->hermes_home = config_hermes_home();
 	c->state_dir = xasprintf("%s/state", c->hermes_home);
 	c->drain_usec = 10 * 1000000ULL;
+	c->sessions.idle_usec = CONFIG_SESSION_IDLE_USEC;
+	c->sessions.max_age_sec = CONFIG_SESSION_MAX_AGE_SEC;
+	c->sessions.max_count = CONFIG_SESSION_MAX_COUNT;
+	c->sessions.max_bytes = CONFIG_SESSION_MAX_BYTES;
 	c->root = cJSON_Parse(text);
 	if (c->root == NULL) {
 		const char *at = cJSON_GetErrorPtr();
@@ -391,6 +542,11 @@ config_parse(const char *text, const char *name, char *err, size_t errlen)
 			if (*p == '\n')
 				line++;
 		config_err(err, errlen, name, NULL, "not valid JSON (near line %zu)", line);
+		config_free(c);
+		return NULL;
+	}
+	if (config_find_duplicate(c->root, key, sizeof(key), 0)) {
+		config_err(err, errlen, name, key, "given twice (each key may appear once)");
 		config_free(c);
 		return NULL;
 	}

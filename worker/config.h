@@ -31,11 +31,20 @@ struct config_platform {
 	cJSON *section;                 /* its section of the document (owned by root) */
 };
 
+/* The "sessions" section: how long histories stay in memory and on disk. */
+struct config_sessions {
+	uint64_t idle_usec;             /* idle_timeout: unused this long, one leaves memory */
+	uint64_t max_age_sec;           /* files unchanged this long are removed; 0: no limit */
+	uint64_t max_count;             /* files kept at most; 0: no limit */
+	uint64_t max_bytes;             /* their total size at most; 0: no limit */
+};
+
 struct config {
 	char *path;                     /* the file read, or NULL for the embedded default */
 	char *hermes_home;
 	char *state_dir;
 	uint64_t drain_usec;            /* drain_timeout */
+	struct config_sessions sessions;
 	char *ca_file;                  /* tls.ca_file, or NULL */
 	cJSON *root;                    /* the whole document */
 	const cJSON *agent;             /* the "agent" object, or NULL (echo) */
@@ -44,6 +53,12 @@ struct config {
 	char **gateway_allowed;         /* GATEWAY_ALLOWED_USERS, NULL-terminated */
 	int gateway_allow_all;          /* GATEWAY_ALLOW_ALL_USERS */
 };
+
+/* Defaults of the sessions section. */
+#define CONFIG_SESSION_IDLE_USEC (600ULL * 1000000ULL)
+#define CONFIG_SESSION_MAX_AGE_SEC (30ULL * 86400ULL)
+#define CONFIG_SESSION_MAX_COUNT 0ULL
+#define CONFIG_SESSION_MAX_BYTES (1ULL << 30)
 
 /* Longest configuration file accepted. */
 #define CONFIG_MAX_SIZE (1024 * 1024)
@@ -62,6 +77,20 @@ struct config *config_load(const char *path, char *err, size_t errlen);
 /* Parses a document held in memory; name is used in messages. */
 struct config *config_parse(const char *text, const char *name, char *err, size_t errlen);
 void config_free(struct config *c);
+/*
+ * The checked way to read a number from the configuration: the value of
+ * key in obj, when present and not null, must be a number from min to max
+ * (max at most 2^53, so every value converts exactly).  Returns 1 with the
+ * value in *out, 0 when the key is absent (*out untouched), or -1 with
+ * "<what> expected ..." in err, where what names the key (e.g.
+ * "platforms.telegram.timeout").
+ */
+int config_get_uint(const cJSON *obj, const char *key, const char *what, uint64_t min,
+    uint64_t max, uint64_t *out, char *err, size_t errlen);
+/* The same for a number of seconds with a fraction, into microseconds. */
+int config_get_seconds(const cJSON *obj, const char *key, const char *what, uint64_t min_usec,
+    uint64_t max_usec, uint64_t *usec, char *err, size_t errlen);
+
 /* The section of a platform, or NULL when it is not configured. */
 const struct config_platform *config_platform(const struct config *c, const char *name);
 

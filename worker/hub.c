@@ -564,7 +564,7 @@ sweep_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct hub *h = arg;
 	uint64_t now = mono_msec();
-	size_t i;
+	size_t i, freed = 0;
 
 	(void)fd;
 	(void)ev;
@@ -583,8 +583,12 @@ sweep_cb(evutil_socket_t fd, short ev, void *arg)
 			*pp = hs->next;
 			h->nsess--;
 			sess_free(hs);
+			freed++;
 		}
 	}
+	/* Histories are large and scattered: hand their pages back. */
+	if (freed > 0)
+		heap_trim();
 	h->sweep_armed = h->nsess > 0;
 	if (h->sweep_armed)
 		timer_arm(h->sweep_ev, sweep_usec(h));

@@ -10,6 +10,7 @@
 #include "net/tls.h"
 #include "platform.h"
 #include "restart.h"
+#include "retention.h"
 #include "util.h"
 #include "wnotify.h"
 
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WORKER_VERSION "0.1.0"
@@ -43,6 +45,9 @@ struct worker {
 	struct hub *hub;
 	struct wnotify *wn;
 	struct event *sigs[4];
+	struct event *retention_ev;
+	struct retention_policy retention;
+	char *sessions_dir;
 	long supervisor_pid;
 	unsigned long generation;
 	int exit_code;
@@ -205,14 +210,50 @@ setup_loop(struct worker *w)
 		config_fail(w, "agent", err);
 }
 
+/*
+ * Makes sure the state directory and its sessions/ are ours, private and
+ * writable.  Any of that failing is the configuration's fault (a wrong
+ * path, owner, mode or a read-only mount): exit 78, so that neither the
+ * supervisor nor systemd retries it in a loop.
+ */
 static void
 create_state_dir(struct worker *w)
 {
-	char *sessions = xasprintf("%s/sessions", w->cfg->state_dir);
+	char err[256];
 
-	if (mkdir_p(w->cfg->state_dir, 0700) < 0 || mkdir_p(sessions, 0700) < 0)
-		fatal("cannot create the state directory %s", w->cfg->state_dir);
-	free(sessions);
+	w->sessions_dir = xasprintf("%s/sessions", w->cfg->state_dir);
+	if (dir_ensure(w->cfg->state_dir, 0700, 1, err, sizeof(err)) < 0)
+		fatal_status(EXIT_CONFIG, "state directory %s: %s", w->cfg->state_dir, err);
+	if (dir_ensure(w->sessions_dir, 0700, 1, err, sizeof(err)) < 0)
+		fatal_status(EXIT_CONFIG, "state directory %s: %s", w->sessions_dir, err);
+}
+
+/* Applies the sessions' disk retention policy; then again after its interval. */
+static void
+retention_run(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval tv = { (time_t)retention_interval_sec(&w->retention), 0 };
+
+	(void)fd;
+	(void)ev;
+	if (retention_apply(w->sessions_dir, &w->retention, time(NULL), NULL) < 0)
+		log_warn("sessions: cannot apply the retention policy to %s", w->sessions_dir);
+	if (event_add(w->retention_ev, &tv) < 0)
+		fatalx("cannot arm the retention timer");
+}
+
+/* Applies the retention policy now, before any session is loaded, and arms its timer. */
+static void
+setup_retention(struct worker *w)
+{
+	w->retention.max_age_sec = w->cfg->sessions.max_age_sec;
+	w->retention.max_count = w->cfg->sessions.max_count;
+	w->retention.max_bytes = w->cfg->sessions.max_bytes;
+	w->retention_ev = evtimer_new(w->base, retention_run, w);
+	if (w->retention_ev == NULL)
+		fatalx("evtimer_new failed");
+	retention_run(-1, 0, w);
 }
 
 static void on_status(void *arg, const char *line);
@@ -232,6 +273,7 @@ setup_hub(struct worker *w)
 	o.cfg = w->cfg;
 	o.supervisor_pid = w->supervisor_pid;
 	o.generation = w->generation;
+	o.session_idle_ms = w->cfg->sessions.idle_usec / 1000;
 	o.cb.status = on_status;
 	o.cb.stopping = on_stopping;
 	o.cb.finished = on_finished;
@@ -384,6 +426,7 @@ main(int argc, char **argv)
 		fflush(stdout);
 		_exit(0);
 	}
+	setup_retention(&w);
 	w.wn = wnotify_new(w.base);
 	setup_signals(&w);
 	log_info("hermes-worker %s starting (generation %lu, agent %s)", WORKER_VERSION,

@@ -94,11 +94,14 @@ trim(struct session *s)
 static void
 load(struct session *s)
 {
-	char *text = read_file(s->path, SESSION_MAX_BYTES * 2 + 4096, NULL);
+	char *text = read_file_nofollow(s->path, SESSION_MAX_BYTES * 2 + 4096, NULL);
 	cJSON *arr, *e;
 
 	if (text == NULL) {
-		if (errno != ENOENT)
+		if (errno == ELOOP || errno == EINVAL)
+			log_warnx("%s: a link or not a regular file: ignored, never followed; "
+			    "the next save replaces it", s->path);
+		else if (errno != ENOENT)
 			log_warn("%s: history not loaded", s->path);
 		return;
 	}

@@ -1,14 +1,17 @@
 """hermes-supervisor: control commands, single instance, daemon mode, the
 upstream sd_notify protocol, listen sockets, the worker's environment, PID 1."""
 import os
+import pathlib
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
 
+import fs_util
 from conftest import free_port
 from sup_util import SupFactory, alive, read_pid, wait_for
 
@@ -62,6 +65,60 @@ def test_bad_listen_spec_is_refused(build, tmp_path):
                         str(tmp_path / "run"), "--listen", "web=nohost:80", "--", "true"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "not a numeric address" in r.stderr
+
+
+# --- the runtime directory ------------------------------------------------------
+
+def _sup_with_rundir(build, rundir, prefix=()):
+    return subprocess.run(list(prefix) + [str(build / "hermes-supervisor"), "--foreground",
+                                          "--runtime-dir", str(rundir), "--", "true"],
+                          capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+
+
+def _expect_rundir_error(r, path, frag):
+    """A configuration error (78, so systemd does not restart it): one line, path and reason."""
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 78, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert "runtime directory %s: " % path in lines[0] and frag in lines[0], r.stderr
+
+
+def test_runtime_dir_with_a_file_in_the_way_exits_78(build, tmp_path):
+    (tmp_path / "run").write_text("")
+    r = _sup_with_rundir(build, tmp_path / "run")
+    _expect_rundir_error(r, tmp_path / "run", "not a directory (a file is in the way)")
+    r = _sup_with_rundir(build, tmp_path / "run" / "sub")
+    _expect_rundir_error(r, tmp_path / "run" / "sub", "cannot create it: Not a directory")
+
+
+def test_runtime_dir_on_a_read_only_mount_exits_78(build, tmp_path):
+    why = fs_util.mount_ns_unavailable()
+    if why:
+        pytest.skip(why)
+    run = tmp_path / "run"
+    run.mkdir()
+    ns = fs_util.in_mount_ns([fs_util.ro_tmpfs(run)], [])
+    r = _sup_with_rundir(build, run, ns)
+    _expect_rundir_error(r, run, "cannot write in it: Read-only file system")
+    r = _sup_with_rundir(build, run / "hermes", ns)
+    _expect_rundir_error(r, run / "hermes", "cannot create it: Read-only file system")
+
+
+def test_runtime_dir_without_write_permission_exits_78(build):
+    why = fs_util.unprivileged_unavailable()
+    if why:
+        pytest.skip(why)
+    top = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        run = top / "run"
+        run.mkdir(mode=0o500)
+        fs_util.give_to_unprivileged(top, run)
+        r = _sup_with_rundir(build, run, fs_util.as_unprivileged([]))
+        _expect_rundir_error(r, run, "cannot write in it: Permission denied")
+        r = _sup_with_rundir(build, run / "sub", fs_util.as_unprivileged([]))
+        _expect_rundir_error(r, run / "sub", "cannot create it: Permission denied")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 # --- status / restart / stop ----------------------------------------------------------

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "platform.h"
+#include "util.h"
 #include "unit_util.h"
 
 static char *home;
@@ -141,6 +142,131 @@ START_TEST(test_wrong_types)
 	    "key \"platforms.console.home_channel\"", "string or null");
 	expect_error("{\"platforms\": {\"console\": {}, \"console\": {}}}",
 	    "key \"platforms.console\"", "twice");
+}
+END_TEST
+
+/* A key given twice anywhere is refused, naming its path (cJSON would keep both). */
+START_TEST(test_duplicate_keys)
+{
+	char *wide = xstrdup("{\"agent\": {"), *t;
+	char err[512];
+	struct config *c;
+	int i;
+
+	expect_error("{\"drain_timeout\": 1, \"drain_timeout\": 2}", "key \"drain_timeout\"",
+	    "given twice");
+	expect_error("{\"platforms\": {\"console\": {\"token\": \"first\", "
+	    "\"listen\": \"127.0.0.1:1\", \"token\": \"second\"}}}",
+	    "key \"platforms.console.token\"", "given twice");
+	expect_error("{\"agent\": {\"backend\": \"exec\", \"env\": [{\"a\": 1}, "
+	    "{\"b\": 1, \"b\": 2}]}}", "key \"agent.env[1].b\"", "given twice");
+	expect_error("{\"platforms\": {\"console\": {}, \"console\": {}}}",
+	    "key \"platforms.console\"", "given twice");
+	/* Case matters: these are two keys (the second one is unknown). */
+	expect_error("{\"state_dir\": \"/a\", \"State_dir\": \"/b\"}", "key \"State_dir\"",
+	    "unknown key");
+	/* A wide object without duplicates is fine; one at its end is found. */
+	for (i = 0; i < 5000; i++) {
+		t = xasprintf("%s\"k%d\": %d, ", wide, i, i);
+		free(wide);
+		wide = t;
+	}
+	t = xasprintf("%s\"last\": 0}}", wide);
+	c = config_parse(t, "/etc/gw.json", err, sizeof(err));
+	ck_assert_msg(c != NULL, "%s", err);
+	config_free(c);
+	free(t);
+	t = xasprintf("%s\"k4321\": 0}}", wide);
+	expect_error(t, "key \"agent.k4321\"", "given twice");
+	free(t);
+	free(wide);
+}
+END_TEST
+
+START_TEST(test_sessions_section)
+{
+	char err[512];
+	struct config *c = config_parse("{}", "/etc/gw.json", err, sizeof(err));
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->sessions.idle_usec, 600000000ULL);
+	ck_assert_uint_eq(c->sessions.max_age_sec, 30 * 86400);
+	ck_assert_uint_eq(c->sessions.max_count, 0);
+	ck_assert_uint_eq(c->sessions.max_bytes, 1ULL << 30);
+	config_free(c);
+	c = config_parse("{\"sessions\": {\"idle_timeout\": 1.5, \"max_age\": 0, "
+	    "\"max_count\": 500, \"max_bytes\": 9007199254740992}}", "/etc/gw.json", err,
+	    sizeof(err));
+	ck_assert_msg(c != NULL, "%s", err);
+	ck_assert_uint_eq(c->sessions.idle_usec, 1500000);
+	ck_assert_uint_eq(c->sessions.max_age_sec, 0);
+	ck_assert_uint_eq(c->sessions.max_count, 500);
+	ck_assert_uint_eq(c->sessions.max_bytes, 9007199254740992ULL);
+	config_free(c);
+	expect_error("{\"sessions\": 1}", "key \"sessions\"", "object");
+	expect_error("{\"sessions\": {\"max_files\": 1}}", "key \"sessions.max_files\"",
+	    "unknown key");
+}
+END_TEST
+
+/*
+ * Every number read from the configuration is range-checked before it is
+ * converted: a value beyond the target type (1e300, 1e999 = infinity,
+ * 2^64) would be undefined behaviour in the cast.
+ */
+START_TEST(test_number_ranges)
+{
+	static const char *const bad[] = {
+		"-1", "1.5", "1e300", "1e999", "-1e999", "18446744073709551616", "\"10\"", "true",
+		"[]", NULL
+	};
+	char text[256];
+	size_t i;
+
+	for (i = 0; bad[i] != NULL; i++) {
+		snprintf(text, sizeof(text), "{\"sessions\": {\"max_age\": %s}}", bad[i]);
+		expect_error(text, "key \"sessions.max_age\"", "whole number");
+		snprintf(text, sizeof(text), "{\"sessions\": {\"max_count\": %s}}", bad[i]);
+		expect_error(text, "key \"sessions.max_count\"", "whole number");
+	}
+	expect_error("{\"sessions\": {\"max_bytes\": 9007199254740993e3}}",
+	    "key \"sessions.max_bytes\"", "from 0 to 9007199254740992");
+	expect_error("{\"sessions\": {\"idle_timeout\": 0}}", "key \"sessions.idle_timeout\"",
+	    "seconds from 0.1 to");
+	expect_error("{\"sessions\": {\"idle_timeout\": 1e999}}",
+	    "key \"sessions.idle_timeout\"", "seconds");
+	expect_error("{\"drain_timeout\": 1e999}", "key \"drain_timeout\"",
+	    "seconds from 0 to 3600");
+	expect_error("{\"drain_timeout\": -1e-9}", "key \"drain_timeout\"", "seconds");
+}
+END_TEST
+
+/* The getters others use: absent, null, in range, out of range. */
+START_TEST(test_getters)
+{
+	cJSON *o = cJSON_Parse("{\"n\": 7, \"z\": null, \"big\": 1e20, \"s\": 0.25, "
+	    "\"neg\": -0.5}");
+	uint64_t v = 99;
+	char err[256];
+
+	ck_assert_int_eq(config_get_uint(o, "none", "x.none", 0, 10, &v, err, sizeof(err)), 0);
+	ck_assert_int_eq(config_get_uint(o, "z", "x.z", 0, 10, &v, err, sizeof(err)), 0);
+	ck_assert_uint_eq(v, 99);
+	ck_assert_int_eq(config_get_uint(o, "n", "x.n", 0, 10, &v, err, sizeof(err)), 1);
+	ck_assert_uint_eq(v, 7);
+	ck_assert_int_eq(config_get_uint(o, "n", "x.n", 8, 10, &v, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "key \"x.n\": expected a whole number from 8 to 10");
+	ck_assert_int_eq(config_get_uint(o, "big", "x.big", 0, 1ULL << 53, &v, err,
+	    sizeof(err)), -1);
+	ck_assert_uint_eq(v, 7);
+	ck_assert_int_eq(config_get_seconds(o, "s", "x.s", 0, 1000000, &v, err, sizeof(err)), 1);
+	ck_assert_uint_eq(v, 250000);
+	ck_assert_int_eq(config_get_seconds(o, "neg", "x.neg", 0, 1000000, &v, err,
+	    sizeof(err)), -1);
+	ck_assert_str_eq(err, "key \"x.neg\": expected a number of seconds from 0 to 1");
+	ck_assert_int_eq(config_get_seconds(o, "big", "x.big", 0, 1000000, &v, err,
+	    sizeof(err)), -1);
+	cJSON_Delete(o);
 }
 END_TEST
 
@@ -320,6 +446,10 @@ config_suite(void)
 	tcase_add_test(tc, test_bad_json);
 	tcase_add_test(tc, test_unknown_keys);
 	tcase_add_test(tc, test_wrong_types);
+	tcase_add_test(tc, test_duplicate_keys);
+	tcase_add_test(tc, test_sessions_section);
+	tcase_add_test(tc, test_number_ranges);
+	tcase_add_test(tc, test_getters);
 	tcase_add_test(tc, test_platform_keys_and_lists);
 	tcase_add_test(tc, test_env_overrides);
 	tcase_add_test(tc, test_split_list);

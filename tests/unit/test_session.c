@@ -2,6 +2,7 @@
 #include <check.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "session.h"
 #include "util.h"
@@ -143,6 +144,48 @@ START_TEST(test_damaged_file)
 }
 END_TEST
 
+/*
+ * A link planted at a session's file name is neither read (its target's
+ * text would become the history sent to the agent) nor written through;
+ * a FIFO there does not hang the loop.
+ */
+START_TEST(test_planted_link_and_fifo)
+{
+	char *dir = tmpdir_new(), *outside = tmpdir_new();
+	char *victim = xasprintf("%s/victim.json", outside);
+	char *path = xasprintf("%s/console:c1.json", dir), *fifo = xasprintf("%s/k.json", dir);
+	const char *secret = "[{\"role\":\"user\",\"content\":\"outside secret\"}]";
+	char *text;
+	struct session *s;
+	struct stat st;
+
+	file_put(outside, "victim.json", secret, 0600);
+	ck_assert_int_eq(symlink(victim, path), 0);
+	s = session_open(dir, "console:c1");
+	ck_assert_uint_eq(session_length(s), 0);
+	session_append(s, "user", "mine");
+	ck_assert_int_eq(session_save(s), 0);
+	session_free(s);
+	text = read_file(victim, 4096, NULL);
+	ck_assert_str_eq(text, secret);
+	free(text);
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	text = read_file(path, 4096, NULL);
+	ck_assert_ptr_null(strstr(text, "outside secret"));
+	free(text);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	s = session_open(dir, "k");
+	ck_assert_uint_eq(session_length(s), 0);
+	session_free(s);
+	free(fifo);
+	free(path);
+	free(victim);
+	tmpdir_free(outside);
+	tmpdir_free(dir);
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -154,6 +197,7 @@ session_suite(void)
 	tcase_add_test(tc, test_history_round_trip);
 	tcase_add_test(tc, test_bounds);
 	tcase_add_test(tc, test_damaged_file);
+	tcase_add_test(tc, test_planted_link_and_fifo);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -118,6 +120,127 @@ START_TEST(test_atomic_writes)
 }
 END_TEST
 
+/* Reads dir/name as a string (the test fails when it cannot). */
+static char *
+slurp(const char *dir, const char *name)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+	char *text = read_file(path, 4096, NULL);
+
+	ck_assert_msg(text != NULL, "cannot read %s", path);
+	free(path);
+	return text;
+}
+
+/*
+ * A link planted where the writer puts its temporary file (the name it
+ * used to derive from the pid) or at the target itself never redirects
+ * the write outside the directory.
+ */
+START_TEST(test_atomic_write_planted_links)
+{
+	char *dir = tmpdir_new(), *outside = tmpdir_new();
+	char *victim = xasprintf("%s/victim", outside), *path = xasprintf("%s/state.json", dir);
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid()), *text;
+	struct stat st;
+
+	file_put(outside, "victim", "precious", 0600);
+	ck_assert_int_eq(symlink(victim, tmp), 0);
+	ck_assert_int_eq(write_file_atomic(path, "new", 3, 0600), 0);
+	ck_assert_int_eq(write_file_replace(path, "newer", 5, 0600), 0);
+	text = slurp(outside, "victim");
+	ck_assert_str_eq(text, "precious");
+	free(text);
+	text = slurp(dir, "state.json");
+	ck_assert_str_eq(text, "newer");
+	free(text);
+	/* A link at the target name is replaced, not followed. */
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(symlink(victim, path), 0);
+	ck_assert_int_eq(write_file_atomic(path, "mine", 4, 0600), 0);
+	text = slurp(outside, "victim");
+	ck_assert_str_eq(text, "precious");
+	free(text);
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	/* Only the planted link and the file: no temporary left behind. */
+	ck_assert_int_eq(count_entries(dir), 2);
+	free(tmp);
+	free(path);
+	free(victim);
+	tmpdir_free(outside);
+	tmpdir_free(dir);
+}
+END_TEST
+
+/* State files are read without following a link or waiting on a FIFO. */
+START_TEST(test_read_file_nofollow)
+{
+	char *dir = tmpdir_new();
+	char *link = xasprintf("%s/link", dir), *fifo = xasprintf("%s/fifo", dir);
+	char *real = xasprintf("%s/real", dir), *text;
+
+	file_put(dir, "real", "content", 0600);
+	ck_assert_int_eq(symlink(real, link), 0);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	text = read_file_nofollow(real, 100, NULL);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_str_eq(text, "content");
+	free(text);
+	ck_assert_ptr_null(read_file_nofollow(link, 100, NULL));
+	ck_assert_int_eq(errno, ELOOP);
+	ck_assert_ptr_null(read_file_nofollow(fifo, 100, NULL));
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_ptr_null(read_file_nofollow(dir, 100, NULL));
+	/* The ordinary reader still follows links (a config may be one). */
+	text = read_file(link, 100, NULL);
+	ck_assert_ptr_nonnull(text);
+	free(text);
+	free(link);
+	free(fifo);
+	free(real);
+	tmpdir_free(dir);
+}
+END_TEST
+
+/* dir_ensure(): created private, and every reason it refuses is said. */
+START_TEST(test_dir_ensure)
+{
+	char *dir = tmpdir_new(), *sub = xasprintf("%s/a/b", dir);
+	char *file = xasprintf("%s/file", dir), *under = xasprintf("%s/file/x", dir);
+	char err[256] = "";
+	struct stat st;
+
+	ck_assert_int_eq(dir_ensure(sub, 0700, 1, err, sizeof(err)), 0);
+	ck_assert_int_eq(stat(sub, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0700);
+	ck_assert_int_eq(count_entries(sub), 0);        /* the write probe is gone */
+	file_put(dir, "file", "x", 0600);
+	ck_assert_int_eq(dir_ensure(file, 0700, 1, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "not a directory") != NULL, "%s", err);
+	ck_assert_int_eq(dir_ensure(under, 0700, 1, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "cannot create it: Not a directory") != NULL, "%s", err);
+	ck_assert_int_eq(chmod(sub, 0777), 0);
+	ck_assert_int_eq(dir_ensure(sub, 0700, 1, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "writable by group or others (mode 0777)") != NULL, "%s", err);
+	ck_assert_int_eq(dir_ensure(sub, 0700, 0, err, sizeof(err)), 0);
+	ck_assert_int_eq(chmod(sub, 0720), 0);
+	ck_assert_int_eq(dir_ensure(sub, 0700, 1, err, sizeof(err)), -1);
+	ck_assert_int_eq(chmod(sub, 0755), 0);
+	ck_assert_int_eq(dir_ensure(sub, 0700, 1, err, sizeof(err)), 0);
+	if (geteuid() == 0) {
+		ck_assert_int_eq(chown(sub, 65534, 65534), 0);
+		ck_assert_int_eq(dir_ensure(sub, 0700, 1, err, sizeof(err)), -1);
+		ck_assert_msg(strstr(err, "owned by uid 65534, not by this user (uid 0)") != NULL,
+		    "%s", err);
+	}
+	free(sub);
+	free(file);
+	free(under);
+	tmpdir_free(dir);
+}
+END_TEST
+
 START_TEST(test_read_file_cap)
 {
 	char *dir = tmpdir_new();
@@ -172,6 +295,9 @@ util_suite(void)
 	tcase_add_test(tc, test_parse_u64);
 	tcase_add_test(tc, test_buf_append_caps);
 	tcase_add_test(tc, test_atomic_writes);
+	tcase_add_test(tc, test_atomic_write_planted_links);
+	tcase_add_test(tc, test_read_file_nofollow);
+	tcase_add_test(tc, test_dir_ensure);
 	tcase_add_test(tc, test_read_file_cap);
 	tcase_add_test(tc, test_mkdir_p);
 	tcase_add_test(tc, test_log_escape);
