@@ -81,6 +81,7 @@ struct hub_msg {
 	int early_ok;
 	char *early_text;
 	int ack_sent;                   /* /restart: its reply's send finished */
+	struct event *typing_ev;        /* refreshes "typing" while the agent works */
 };
 
 TAILQ_HEAD(msg_queue, hub_msg);
@@ -328,11 +329,53 @@ msg_new(struct hub *h, struct hub_plat *p, const struct inbound *m, plat_done_fn
 	return msg;
 }
 
+/* Stops refreshing the typing indicator of m. */
+static void
+typing_stop(struct hub_msg *m)
+{
+	if (m->typing_ev != NULL) {
+		event_free(m->typing_ev);
+		m->typing_ev = NULL;
+	}
+}
+
+static void
+typing_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct hub_msg *m = arg;
+
+	(void)fd;
+	(void)ev;
+	m->p->ops->typing(m->p->self, m->chat_id, m->thread_id);
+}
+
+/*
+ * Shows the platform's typing indicator in m's chat while the agent works,
+ * refreshed before the platform lets it lapse (the hub, not the platform,
+ * knows when an agent call runs).
+ */
+static void
+typing_start(struct hub_msg *m)
+{
+	const struct platform_ops *ops = m->p->ops;
+	uint64_t every = ops->typing_every_ms ? ops->typing_every_ms : 4000;
+	struct timeval tv = { (time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000 };
+
+	if (ops->typing == NULL || m->typing_ev != NULL)
+		return;
+	ops->typing(m->p->self, m->chat_id, m->thread_id);
+	m->typing_ev = event_new(m->h->base, -1, EV_PERSIST, typing_cb, m);
+	if (m->typing_ev == NULL)
+		fatalx("%s: out of memory", __func__);
+	event_add(m->typing_ev, &tv);
+}
+
 static void
 msg_free(struct hub_msg *m)
 {
 	if (m == NULL)
 		return;
+	typing_stop(m);
 	free(m->chat_id);
 	free(m->thread_id);
 	free(m->user_id);
@@ -619,6 +662,7 @@ process_reply(struct hub_msg *m, int ok, const char *text)
 
 	m->call = NULL;
 	h->nrunning--;
+	typing_stop(m);
 	if (ok) {
 		session_append(hs->sess, "user", m->text);
 		session_append(hs->sess, "assistant", text);
@@ -677,8 +721,10 @@ sess_pump(struct hub_sess *hs)
 		process_reply(m, m->early_ok, m->early_text);
 	else if (c == NULL)
 		process_reply(m, 0, "the agent could not be started");
-	else
+	else {
 		m->call = c;
+		typing_start(m);
+	}
 }
 
 /* ---- commands ---- */

@@ -102,6 +102,13 @@ struct platform_ops {
 	void (*stop)(void *self, plat_stopped_fn cb, void *arg);
 	/* Frees everything; only after stop has completed.  free(NULL) is a no-op. */
 	void (*free)(void *self);
+	/*
+	 * Optional: shows "typing" in a chat once (best effort, never
+	 * retried).  The hub calls it when an agent call starts and every
+	 * typing_every_ms (0: 4 s) until the reply is ready.
+	 */
+	void (*typing)(void *self, const char *chat_id, const char *thread_id);
+	unsigned typing_every_ms;
 };
 
 /* The table of all platforms, NULL-terminated (worker/platforms/registry.c). */

@@ -225,6 +225,7 @@ setup(void)
 	memset(&fk, 0, sizeof(fk));
 	fk.base = base;
 	fake_ops.max_text = 4096;
+	fake_ops.typing = NULL;
 	dones = 0;
 	idle_ms = 0;
 	finished_code = -1;
@@ -298,6 +299,48 @@ START_TEST(test_echo_reply_after_send)
 	ck_assert_str_eq(fk.sent[0].chat, "c1");
 	ck_assert_str_eq(fk.sent[0].reply_to, "1");
 	ck_assert_ptr_nonnull(strstr(last_status, "console: up"));
+}
+END_TEST
+
+static int typings;
+static char typing_chat[64];
+
+static void
+fake_typing(void *self, const char *chat, const char *thread)
+{
+	(void)self;
+	(void)thread;
+	typings++;
+	snprintf(typing_chat, sizeof(typing_chat), "%s", chat);
+}
+
+/* The hub shows "typing" while an agent call runs, refreshed, and stops with the reply. */
+START_TEST(test_typing_while_agent_works)
+{
+	char err[256];
+	cJSON *conf = cJSON_Parse("{\"backend\":\"exec\",\"command\":[\"/bin/sh\",\"-c\","
+	    "\"sleep 1; cat\"]}");
+	int after;
+
+	agent_free(agent);
+	agent = agent_new(base, NULL, NULL, conf, err, sizeof(err));
+	ck_assert_msg(agent != NULL, "%s", err);
+	cJSON_Delete(conf);
+	fake_ops.typing = fake_typing;
+	fake_ops.typing_every_ms = 200;
+	typings = 0;
+	hub_up("{\"allowed_users\": [\"alice\"]}", 0);
+	dm("1", "alice", "think about it");
+	run_until(&dones, 1);
+	ck_assert_int_eq(fk.nsent, 1);
+	ck_assert_str_eq(typing_chat, "c1");
+	ck_assert_int_ge(typings, 3);           /* at the start, then every 200 ms for 1 s */
+	ck_assert_int_le(typings, 8);
+	after = typings;
+	run_for(500);
+	ck_assert_int_eq(typings, after);       /* not after the reply */
+	fake_ops.typing = NULL;
+	fake_ops.typing_every_ms = 0;
 }
 END_TEST
 
@@ -869,6 +912,7 @@ hub_suite(void)
 	tcase_add_test(tc, test_status_json);
 	tcase_add_test(tc, test_idle_sessions_leave_memory);
 	tcase_add_test(tc, test_signal_restart_and_stop);
+	tcase_add_test(tc, test_typing_while_agent_works);
 	suite_add_tcase(s, tc);
 	return s;
 }

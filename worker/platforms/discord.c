@@ -324,16 +324,18 @@ dc_typing_done(void *arg, const struct http_response *r)
 	(void)r;                        /* best effort */
 }
 
-/* Shows "typing" in the channel while the agent works (Discord shows it ~10 s). */
+/* Shows "typing" in the channel (Discord shows it about 10 s; the hub refreshes it). */
 static void
-dc_typing(struct dc *dc, const char *channel)
+dc_typing(void *self, const char *channel, const char *thread)
 {
+	struct dc *dc = self;
 	const char *headers[] = { DC_USER_AGENT, NULL };
 	struct http_req req = { .method = "POST", .authorization = dc->auth, .timeout = 10,
 		.max_body = 4096, .headers = headers, .content_type = "application/json",
 		.body = "{}", .body_len = 2 };
 	char *url = xasprintf("%s/channels/%s/typing", dc->api_url, channel);
 
+	(void)thread;
 	req.url = url;
 	(void)http_request(dc->http, &req, dc_typing_done, NULL);
 	free(url);
@@ -368,8 +370,6 @@ dc_message(struct dc *dc, const cJSON *d)
 	r = kit_inbound(dc->kit, &in);
 	if (r == INTAKE_INVALID)
 		log_warnx("%s: a message with an unusable id; skipped", dc->name);
-	else if (r == INTAKE_NEW && m.addressed)
-		dc_typing(dc, m.channel_id);
 	free(m.text);
 }
 
@@ -803,4 +803,6 @@ const struct platform_ops discord_ops = {
 	.send = kit_vt_send,
 	.stop = kit_vt_stop,
 	.free = dc_free,
+	.typing = dc_typing,
+	.typing_every_ms = 8000,
 };
