@@ -110,7 +110,12 @@ control_write_state(const char *dir, const struct control_state *st)
 	    (long long)st->started, (long long)st->worker_started, st->restarts,
 	    st->last_exit, st->worker_status, (unsigned long long)st->stop_timeout);
 
-	if (write_file_atomic(path, s, strlen(s), 0644) < 0)
+	/*
+	 * Readers never see it torn (temp file and rename), but it is not
+	 * synced: it lives in the runtime directory, which does not outlive a
+	 * reboot, and is rewritten at every change anyway.
+	 */
+	if (write_file_replace(path, s, strlen(s), 0644) < 0)
 		log_warn("cannot write %s", path);
 	free(s);
 	free(path);

@@ -148,6 +148,28 @@ child_fds(const struct listen_set *ls, int errfd)
 	return errfd;
 }
 
+/*
+ * The signals ignored in the supervisor (SIGPIPE, and any its own parent
+ * left ignored): the only dispositions exec keeps, so the only ones the
+ * child must reset.  The supervisor installs no handlers (it reads a
+ * signalfd), so nothing else needs resetting before exec.
+ */
+static sigset_t ignored;
+static int ignored_known;
+
+void
+spawn_note_signals(void)
+{
+	struct sigaction sa;
+	int sig;
+
+	sigemptyset(&ignored);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+			sigaddset(&ignored, sig);
+	ignored_known = 1;
+}
+
 /* In the child: resets the signal state inherited from the supervisor. */
 static void
 child_signals(void)
@@ -156,7 +178,8 @@ child_signals(void)
 	int sig;
 
 	for (sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
+		if (!ignored_known || sigismember(&ignored, sig) == 1)
+			signal(sig, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }

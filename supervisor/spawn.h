@@ -26,6 +26,9 @@ struct spawn_opts {
  * itself failed.
  */
 pid_t spawn_worker(const struct spawn_opts *o, int *errfd);
+/* Records which signals are ignored, once signal dispositions are set up (the
+ * child resets just those). */
+void spawn_note_signals(void);
 
 /*
  * Returns the errno of a failed exec reported on errfd (0 if the exec

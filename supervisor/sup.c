@@ -567,6 +567,7 @@ sup_new(const struct sup_args *a, char **worker_argv, const char *rundir,
 	s->listen = ls;
 	s->errfd = -1;
 	s->sigfd = signals_open();
+	spawn_note_signals();
 	s->nfd = inbox_open(rundir, s->notify_spec, sizeof(s->notify_spec));
 	if (s->nfd < 0)
 		fatal("cannot create the worker's notify socket %s", s->notify_spec);

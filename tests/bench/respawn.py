@@ -25,6 +25,7 @@ import time
 # Service and runtime dirs on tmpfs, as /run is on a systemd host.
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
 SUPERVISORS = ["hermes-supervisor", "hermes-supervisor-glibc", "s6-supervise", "runsv", "supervise", "supervisord"]
+# The floors are not supervisors: only in the fast comparison.
 
 
 def make_service(name, build, d, log, idle, lifetime=0):
@@ -37,6 +38,8 @@ def make_service(name, build, d, log, idle, lifetime=0):
         env["RESPAWN_IDLE"] = "1"
     if lifetime:
         env["RESPAWN_LIFETIME_MS"] = str(lifetime)
+    if name.startswith("bare_respawn"):
+        return [os.path.join(build, "bench", name), fixture], env
     if name.startswith("hermes-supervisor"):
         exe = os.path.join(build, "bench" if name.endswith("glibc") else "", name)
         argv = [exe, "--foreground", "--runtime-dir",
@@ -60,6 +63,8 @@ def make_service(name, build, d, log, idle, lifetime=0):
 def available(build, name):
     if name == "hermes-supervisor":
         return True
+    if name.startswith("bare_respawn"):
+        return os.path.exists(os.path.join(build, "bench", name))
     if name == "hermes-supervisor-glibc":
         return os.path.exists(os.path.join(build, "bench", name))
     return shutil.which(name) is not None
@@ -91,9 +96,13 @@ def pct(v, p):
 
 
 def run_latency(names, build, n, lifetime, budget):
-    """Runs the named supervisors side by side until each has n respawns."""
+    """Runs the named supervisors side by side until each has n respawns.  With a
+    lifetime, their starts are staggered across it, so that respawns on 2 cores do
+    not collide and the figures do not depend on scheduling."""
     procs, logs, dirs = {}, {}, []
-    for name in names:
+    for i, name in enumerate(names):
+        if lifetime and i:
+            time.sleep(lifetime / 1000.0 / len(names))
         d = tempfile.mkdtemp(prefix="bench-%s-" % name, dir=TMP)
         dirs.append(d)
         logs[name] = os.path.join(d, "log")
@@ -165,6 +174,23 @@ def run_idle(build, secs):
     return out
 
 
+def fast_vs_floor(build, n, rounds):
+    """hermes-supervisor and the bare loop of the same libc, alone each, in
+    interleaved rounds (one at a time: they would share the 2 cores)."""
+    pairs = {"musl": ("hermes-supervisor", "bare_respawn-musl"),
+             "glibc": ("hermes-supervisor-glibc", "bare_respawn-glibc")}
+    out = {}
+    for libc, (sup, bare) in pairs.items():
+        if not (available(build, sup) and available(build, bare)):
+            continue
+        a, b = [], []
+        for _ in range(rounds):
+            a += run_latency([sup], build, n // rounds, 0, 60)[sup]
+            b += run_latency([bare], build, n // rounds, 0, 60)[bare]
+        out[libc] = (a, b)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -172,15 +198,25 @@ def main():
     ap.add_argument("--fast", type=int, default=1000)
     ap.add_argument("--lifetime", type=int, default=1100)
     ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     names = [x for x in SUPERVISORS if available(build, x)]
     fast = run_latency(["hermes-supervisor"], build, a.fast, 0, 120)["hermes-supervisor"]
+    floors = fast_vs_floor(build, a.fast, a.rounds)
     fair = run_latency(names, build, a.respawns, a.lifetime,
                        a.respawns * (a.lifetime / 1000.0 + 1.5) + 30)
     idle = run_idle(build, a.idle)
     print("Fast respawn (worker exits 75 at once): hermes-supervisor %d respawns, "
           "p50 %.3f ms, p99 %.3f ms\n" % (len(fast), pct(fast, 50), pct(fast, 99)))
+    print("Fast respawn against the bare fork/exec/wait loop of the same libc, "
+          "%d interleaved rounds of %d respawns each:\n" % (a.rounds, a.fast // a.rounds))
+    print("| libc | hermes-supervisor p50 (ms) | bare loop p50 (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    for libc, (sup, bare) in floors.items():
+        print("| %s | %.3f | %.3f | %.2f |" % (libc, pct(sup, 50), pct(bare, 50),
+                                               pct(sup, 50) / pct(bare, 50)))
+    print()
     print("| supervisor | respawns | p50 (ms) | p99 (ms) | RSS (KiB) | PSS (KiB) | idle wake-ups/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
