@@ -335,7 +335,8 @@ FAULTS = [
     ("502", {}, "backoff", "502"),
     ("garbage", {}, "backoff", "not JSON"),
     ("truncated", {}, "backoff", "getUpdates"),
-    ("reset", {}, "backoff", "getUpdates"),
+    # Twice: a request reset on a kept-alive connection is sent once more.
+    ("reset", {"count": 2}, "backoff", "getUpdates"),
     ("oversized", {"size": 9 << 20}, "backoff", "getUpdates"),
 ]
 

@@ -129,6 +129,7 @@ struct tg_file {
 struct tg_journal {
 	struct tg_file file;
 	int dirty;                      /* taken since the last durable write */
+	int unsynced;                   /* "done" lines written since the last sync */
 	int64_t next_offset;            /* the offset of the next getUpdates */
 	time_t offset_time;             /* when an update last arrived (wall clock) */
 	struct tg_update_list updates;
@@ -265,6 +266,7 @@ static void tg_getme(struct tg *tg);
 static void tg_begin(struct tg *tg);
 static void tg_pump(struct tg *tg);
 static void tg_stop_check(struct tg *tg);
+static void tg_send_persist(struct tg *tg, struct tg_send *s);
 
 /* ---- pure helpers (unit-tested) ------------------------------------ */
 
@@ -974,6 +976,7 @@ tg_journal_snapshot(struct tg_journal *j)
 	if (rc < 0)
 		return -1;
 	j->dirty = 0;
+	j->unsynced = 0;
 	j->done_len = 0;                /* the snapshot left the handled ones out */
 	TAILQ_FOREACH(u, &j->updates, link)
 		u->journaled = 1;
@@ -1228,12 +1231,16 @@ void
 tg_journal_write_done(struct tg_journal *j)
 {
 	/* On a broken journal they are dropped: the next snapshot leaves them out. */
-	if (j->done_len > 0)
-		tg_file_append(&j->file, j->done_buf, j->done_len);
+	if (j->done_len > 0 && tg_file_append(&j->file, j->done_buf, j->done_len) == 0)
+		j->unsynced = 1;
 	j->done_len = 0;
 }
 
-/* Drops handled updates from memory; compacts a journal grown too big or broken. */
+/*
+ * Drops handled updates from memory, syncs the "done" lines written since
+ * the last time (a machine crash then replays little), and compacts a
+ * journal grown too big or broken.
+ */
 static void
 tg_journal_flush(struct tg_journal *j)
 {
@@ -1241,6 +1248,8 @@ tg_journal_flush(struct tg_journal *j)
 
 	j->ndone = 0;
 	tg_journal_write_done(j);
+	if (j->unsynced && tg_file_sync(&j->file) == 0)
+		j->unsynced = 0;
 	for (u = TAILQ_FIRST(&j->updates); u != NULL; u = next) {
 		next = TAILQ_NEXT(u, link);
 		if (u->done)
@@ -2113,6 +2122,8 @@ tg_send_later(struct tg *tg, struct tg_send *s, uint64_t delay, int failing, con
 	if (delay < tg->lim.floor_usec)
 		delay = tg->lim.floor_usec;
 	s->chat->paused_until = mono_usec() + delay;
+	if (s->oid == 0)
+		tg_send_persist(tg, s);         /* kept across a restart from now on */
 	if (failing && s->attempts == 1)
 		log_warnx("%s: sendMessage to chat %s: %s; retrying for up to %llu s", tg->name,
 		    s->chat->chat_id, why, (unsigned long long)tg->lim.send_retry_sec);
@@ -2122,7 +2133,12 @@ tg_send_later(struct tg *tg, struct tg_send *s, uint64_t delay, int failing, con
 	}
 }
 
-/* A piece arrived: recorded first (a kill after this does not send it again), then the next. */
+/*
+ * A piece arrived: recorded at once, before anything else (sendMessage has
+ * no idempotency key: a kill before this record sends the piece again).
+ * A send in the outbox leaves it; one in memory only tells the hub, whose
+ * "done" for the update answered is written right away too.
+ */
 static void
 tg_send_delivered(struct tg *tg, struct tg_send *s)
 {
@@ -2139,8 +2155,10 @@ tg_send_delivered(struct tg *tg, struct tg_send *s)
 		tg->send_err[0] = '\0';
 		tg_state_refresh(tg);
 	}
-	if (++s->next == s->npieces)
+	if (++s->next == s->npieces) {
 		tg_send_finish(s, 1);
+		tg_journal_write_done(tg->journal);
+	}
 }
 
 static void
@@ -2313,10 +2331,12 @@ tg_pump_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Syncs the outbox, then tells the hub that every send queued before is
+ * Syncs the outbox, then tells the hub that every send put there before is
  * sent: from here on it is the outbox's to deliver, also after a restart.
  * The "done" lines of the updates so answered are written at once, so
- * that a kill finds as short a window as can be between the two records.
+ * that a kill finds as short a window as can be between the two records
+ * (in it, the next worker answers the update again and sends the kept
+ * reply: a double, never a loss).
  */
 static void
 tg_ack_cb(evutil_socket_t fd, short what, void *arg)
@@ -2368,7 +2388,13 @@ tg_send_record(const struct tg_send *s)
 	return rec;
 }
 
-/* Puts a new send into the outbox; the hub hears it is sent once that is synced. */
+/*
+ * Puts a send into the outbox; the hub hears it is sent once that is
+ * synced.  Only a send that has to wait is put there: one that failed,
+ * one queued while sends fail, one still queued at a stop.  The others
+ * are told to the hub when delivered, which keeps the window a kill can
+ * double a reply in to the time a request is in flight.
+ */
 static void
 tg_send_persist(struct tg *tg, struct tg_send *s)
 {
@@ -2480,7 +2506,8 @@ tg_send(void *self, const struct outbound *msg, plat_sent_fn cb, void *arg)
 		s->pieces[0] = xstrdup("(empty reply)");
 		s->npieces = 1;
 	}
-	tg_send_persist(tg, s);
+	if (tg->send_err[0] != '\0')
+		tg_send_persist(tg, s);
 	tg_pump(tg);
 }
 
@@ -2728,11 +2755,31 @@ tg_stopped_cb(evutil_socket_t fd, short what, void *arg)
 		tg->stop_cb(tg->stop_arg);
 }
 
+/* Cancels the calls still running (what they sent may be sent again) and keeps every send. */
+static void
+tg_sends_keep(struct tg *tg)
+{
+	struct tg_chat *c;
+	struct tg_send *s;
+
+	TAILQ_FOREACH(c, &tg->chats, link) {
+		TAILQ_FOREACH(s, &c->queue, link) {
+			if (s->call != NULL) {
+				http_cancel(s->call);
+				s->call = NULL;
+				c->busy = 0;
+				tg->inflight--;
+			}
+			if (s->oid == 0)
+				tg_send_persist(tg, s);
+		}
+	}
+}
+
 /*
- * Takes every send out of the queues: one in the outbox stays there for the
- * next worker (the hub hears "sent" once the outbox is synced), the others
- * are given up (the hub hears "not sent").  Calls still running are
- * cancelled: what they sent may be sent again.
+ * Takes every send out of the queues: those the outbox holds stay there
+ * for the next worker (the hub hears "sent"), the others are given up
+ * (the hub hears "not sent": no outbox, or it cannot be written).
  */
 static void
 tg_sends_release(struct tg *tg)
@@ -2744,15 +2791,10 @@ tg_sends_release(struct tg *tg)
 
 	if (tg_outbound_empty(tg))
 		return;
+	tg_sends_keep(tg);
 	synced = tg->begun && tg_outbox_sync(tg->outbox) == 0;
 	TAILQ_FOREACH(c, &tg->chats, link) {
 		while ((s = TAILQ_FIRST(&c->queue)) != NULL) {
-			if (s->call != NULL) {
-				http_cancel(s->call);
-				s->call = NULL;
-				c->busy = 0;
-				tg->inflight--;
-			}
 			tg_send_unlink(tg, s);
 			if (s->oid != 0 && synced)
 				kept++;
