@@ -3,50 +3,16 @@ directory that cannot be written, a send outage, a server that answers
 getUpdates at once.  The real worker against the fake Bot API."""
 import errno
 import json
-import os
 import subprocess
 import time
 
 import pytest
 
-from conftest import free_port
-from console_util import Console, WorkerProc
-from tg_util import FakeTelegram, dump_logs, tg_config, tg_platform, wait_tg_state
+from tg_util import tg_platform, wait_tg_state
+from tg_util import fake_server, fake, gw   # noqa: F401 (fixtures)
 
 USER = 1002
-
-
-@pytest.fixture(scope="module")
-def fake_server(tmp_path_factory):
-    with FakeTelegram(tmp_path_factory.mktemp("fake")) as f:
-        yield f
-
-
-@pytest.fixture
-def fake(fake_server):
-    fake_server.reset()
-    yield fake_server
-
-
-@pytest.fixture
-def workers(build, tmp_path, fake):
-    """start(telegram=..., agent=..., wait_up=True) -> (worker, console); all stopped at the end."""
-    procs = []
-
-    def start(telegram=None, agent=None, wait_up=True):
-        port = free_port()
-        cfg = tg_config(tmp_path, port, fake, telegram=telegram, agent=agent)
-        w = WorkerProc(build, cfg, home=tmp_path).start()
-        procs.append(w)
-        con = Console(port)
-        con.wait_ready(alive=w.alive)
-        if wait_up:
-            wait_tg_state(con, "up")
-        return w, con
-    yield start
-    dump_logs(*procs)
-    for p in procs:
-        p.stop()
+SLOW = {"backend": "exec", "timeout": 120, "command": ["/bin/sh", "-c", "sleep 100"]}
 
 
 @pytest.fixture
@@ -87,7 +53,7 @@ def msg_update(text, message_id=5, user=USER):
 
 # ---- a crash between a batch's update lines and its offset line ---------------
 
-def test_torn_batch_taken_once_across_two_crashes(build, tmp_path, fake):
+def test_torn_batch_taken_once_across_two_crashes(gw, fake, tmp_path):
     """The journal holds an update but not the offset line after it, and
     Telegram still has the update: it must be taken once, so that no "done"
     of a second copy can drop the first one before it is answered."""
@@ -98,28 +64,17 @@ def test_torn_batch_taken_once_across_two_crashes(build, tmp_path, fake):
     (state / "telegram.journal").write_text(
         json.dumps({"offset": uid, "time": int(time.time()), "pending": []}) + "\n" +
         json.dumps({"update": dict(upd, update_id=uid)}) + "\n")
-    slow = {"backend": "exec", "timeout": 120, "command": ["/bin/sh", "-c", "sleep 100"]}
-    port = free_port()
-    w1 = WorkerProc(build, tg_config(tmp_path, port, fake, agent=slow), home=tmp_path)
-    w2 = None
-    try:
-        w1.start()
-        end = time.monotonic() + 30
-        while uid + 1 not in fake.state()["stats"]["offsets"]:
-            assert time.monotonic() < end, fake.state()["stats"]
-            time.sleep(0.05)
-        time.sleep(1.0)                     # any "done" line is written by now
-        w1.kill()                           # the first crash: the agent never answered
-        port = free_port()
-        w2 = WorkerProc(build, tg_config(tmp_path, port, fake), home=tmp_path).start()
-        fake.wait_text("torn batch", timeout=30)
-        time.sleep(0.5)
-        assert texts(fake.all_sent()).count("torn batch") == 1
-    finally:
-        dump_logs(*[w for w in (w1, w2) if w is not None])
-        for w in (w1, w2):
-            if w is not None:
-                w.stop()
+    w1, _ = gw(agent=SLOW)
+    end = time.monotonic() + 30
+    while uid + 1 not in fake.state()["stats"]["offsets"]:
+        assert time.monotonic() < end, fake.state()["stats"]
+        time.sleep(0.05)
+    time.sleep(1.0)                         # any "done" line is written by now
+    w1.kill()                               # the first crash: the agent never answered
+    gw()
+    fake.wait_text("torn batch", timeout=30)
+    time.sleep(0.5)
+    assert texts(fake.all_sent()).count("torn batch") == 1
 
 
 # ---- a journal that cannot be written -------------------------------------------
@@ -127,8 +82,8 @@ def test_torn_batch_taken_once_across_two_crashes(build, tmp_path, fake):
 BIG = "x" * 3500        # every update line needs a new page of the tmpfs
 
 
-def test_unwritable_journal_stops_confirming_then_resumes(workers, fake, small_state_dir):
-    w, con = workers()
+def test_unwritable_journal_stops_confirming_then_resumes(gw, fake, small_state_dir):
+    w, con = gw()
     fake.message(chat_id=USER, user_id=USER, text="before")
     fake.wait_text("before")
     fake.wait_confirmed()
@@ -154,34 +109,19 @@ def test_unwritable_journal_stops_confirming_then_resumes(workers, fake, small_s
     assert w.alive()
 
 
-def test_restart_while_the_journal_fails_loses_nothing(build, tmp_path, fake,
-                                                       small_state_dir):
+def test_restart_while_the_journal_fails_loses_nothing(gw, fake, small_state_dir):
     """The updates a worker could not journal are answered by the next worker,
     also those whose chats were told "answered again after the restart"."""
-    slow = {"backend": "exec", "timeout": 120, "command": ["/bin/sh", "-c", "sleep 100"]}
-    port = free_port()
-    w1 = WorkerProc(build, tg_config(tmp_path, port, fake, agent=slow), home=tmp_path)
-    w2 = None
-    try:
-        w1.start()
-        con = Console(port)
-        con.wait_ready(alive=w1.alive)
-        wait_tg_state(con, "up")
-        filler = fill(small_state_dir)
-        for i in range(4):
-            fake.message(chat_id=USER + i, user_id=USER + i, text=f"{BIG} {i}")
-        wait_tg_state(con, "backoff", "journal")
-        assert w1.stop() == 0               # drain times out: "answered again after"
-        filler.unlink()
-        port = free_port()
-        w2 = WorkerProc(build, tg_config(tmp_path, port, fake), home=tmp_path).start()
-        for i in range(4):
-            fake.wait_text(f"{BIG} {i}", chat_id=USER + i, timeout=30)
-    finally:
-        dump_logs(*[w for w in (w1, w2) if w is not None])
-        for w in (w1, w2):
-            if w is not None:
-                w.stop()
+    w1, con = gw(agent=SLOW)
+    filler = fill(small_state_dir)
+    for i in range(4):
+        fake.message(chat_id=USER + i, user_id=USER + i, text=f"{BIG} {i}")
+    wait_tg_state(con, "backoff", "journal")
+    assert w1.stop() == 0                   # drain times out: "answered again after"
+    filler.unlink()
+    gw()
+    for i in range(4):
+        fake.wait_text(f"{BIG} {i}", chat_id=USER + i, timeout=30)
 
 
 # ---- a send outage --------------------------------------------------------------
@@ -189,8 +129,8 @@ def test_restart_while_the_journal_fails_loses_nothing(build, tmp_path, fake,
 OUTAGE = 12.0           # longer than the old 5 attempts (at most ~7.5 s of backoff)
 
 
-def test_send_outage_replies_kept_across_a_restart(workers, fake):
-    w1, con = workers()
+def test_send_outage_replies_kept_across_a_restart(gw, fake):
+    w1, con = gw()
     fake.fault("reset", method="sendMessage", count=10 ** 6)
     t0 = time.monotonic()
     chats = [USER + 10 + i for i in range(3)]
@@ -201,7 +141,7 @@ def test_send_outage_replies_kept_across_a_restart(workers, fake):
     fake.wait_confirmed()
     time.sleep(max(0.0, OUTAGE / 2 - (time.monotonic() - t0)))
     assert w1.stop() == 0                   # a restart in the middle of the outage
-    w2, con2 = workers(wait_up=False)
+    w2, con2 = gw(wait_up=False)
     time.sleep(max(0.0, OUTAGE - (time.monotonic() - t0)))
     assert not fake.all_sent()
     fake.clear_faults()
@@ -213,8 +153,8 @@ def test_send_outage_replies_kept_across_a_restart(workers, fake):
         assert texts(fake.all_sent()).count(f"kept {c}") == 1
 
 
-def test_send_given_up_after_send_retry_for(workers, fake):
-    w, con = workers(telegram={"send_retry_for": 2})
+def test_send_given_up_after_send_retry_for(gw, fake):
+    w, con = gw(telegram={"send_retry_for": 2})
     fake.fault("500", method="sendMessage", count=10 ** 6)
     fake.message(chat_id=USER, user_id=USER, text="too late")
     end = time.monotonic() + 30
@@ -232,9 +172,9 @@ def test_send_given_up_after_send_retry_for(workers, fake):
 
 # ---- a getUpdates that answers at once -----------------------------------------------
 
-def test_empty_answers_at_once_do_not_make_a_hot_loop(workers, fake):
+def test_empty_answers_at_once_do_not_make_a_hot_loop(gw, fake):
     fake.fault("empty", count=10 ** 6)
-    w, con = workers(telegram={"poll_timeout": 30})
+    w, con = gw(telegram={"poll_timeout": 30})
     time.sleep(0.5)
     n0 = fake.state()["stats"]["getUpdates"]
     time.sleep(4)

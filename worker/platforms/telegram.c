@@ -1473,7 +1473,7 @@ tg_outbox_sync(struct tg_outbox *ob)
 	return 0;
 }
 
-/* 1 when rec is a record a send can be made of: id, chat, pieces (strings), next below their count. */
+/* 1 when a send can be made of rec: an id, a chat, pieces (strings), next below their count. */
 static int
 tg_outbox_valid(const cJSON *rec)
 {
@@ -2360,7 +2360,8 @@ tg_ack_cb(evutil_socket_t fd, short what, void *arg)
 		s->acking = 0;
 		cb = s->cb;
 		s->cb = NULL;
-		cb(s->arg, 1);          /* may queue more sends: they wait for the next sync */
+		if (cb != NULL)
+			cb(s->arg, 1);  /* may queue more sends: they wait for the next sync */
 	}
 	tg_journal_write_done(tg->journal);
 	tg_state_refresh(tg);
