@@ -673,6 +673,10 @@ ka_run(struct ka_server *ks, enum ka_mode mode, int n, struct result *r)
 			ck_assert_msg(r->status == 200 && strcmp(r->body, body) == 0, "%d: %s", i,
 			    r->error);
 	}
+	/* The pooled connection closes: the server side frees its end. */
+	http_client_free(client);
+	client = NULL;
+	fx_run_for(base, 0.1);
 	evconnlistener_free(ks->lis);
 }
 
