@@ -14,15 +14,18 @@
  * updates until the journal works again.  Nothing is lost on a crash or a
  * restart; what is replayed twice the hub recognizes by message id.
  *
- * Outbound messages go to state_dir/telegram.outbox (synced) before the
- * hub is told they are sent, and are retried with backoff for
- * send_retry_for; a restart keeps them.  A delivered piece is recorded the
- * moment its response arrives: sendMessage has no idempotency key, so a
- * worker killed between Telegram's answer and that record sends it again.
+ * An outbound message is retried with backoff for send_retry_for.  One
+ * that has to wait (its first attempt failed, sends fail, the worker
+ * stops) goes to state_dir/telegram.outbox, synced before the hub is told
+ * it is sent, so a restart keeps it; the others are told to the hub on
+ * delivery.  A delivered piece is recorded the moment its response
+ * arrives: sendMessage has no idempotency key, so a worker killed between
+ * Telegram's answer and that record sends it again.
  *
  * Three pieces are kept apart, for a later move into shared modules: the
- * journal (tg_journal_*), the outbox file (tg_outbox_*) and the backoff
- * (tg_backoff, tg_delay).  The rest is the Bot API protocol.
+ * journal (tg_journal_*, over the state files of tg_file_*), the outbox
+ * file (tg_outbox_*) and the backoff (tg_backoff, tg_retry_usec,
+ * tg_delay).  The rest is the Bot API protocol.
  */
 #include "platforms/telegram.h"
 
@@ -757,6 +760,7 @@ tg_classify(struct tg *tg, const struct http_response *r, cJSON **doc, const cJS
  * After a failed write the file may end in a torn line: nothing is
  * appended to it again until a snapshot has replaced it.
  */
+
 static void
 tg_file_init(struct tg_file *f, const char *name, const char *path)
 {

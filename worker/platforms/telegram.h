@@ -10,10 +10,10 @@
  * hub drops what it already handled, by message id) and resumes polling at
  * the journal's offset.
  *
- * Outbound messages are kept in state_dir/telegram.outbox (synced before
- * the hub's sent callback says ok) and retried with backoff for
- * send_retry_for seconds, across restarts; one given up is logged with
- * its chat.
+ * Outbound messages are retried with backoff for send_retry_for seconds;
+ * one that has to wait is kept in state_dir/telegram.outbox (synced before
+ * the hub's sent callback says ok), across restarts; one given up is
+ * logged with its chat.
  *
  * The pure helpers below (update parsing, addressing, API replies) are
  * exported for the unit tests.
