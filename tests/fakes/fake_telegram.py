@@ -29,7 +29,8 @@ Control API (JSON), on the control port:
   GET  /sent?after=N&wait=S[&chat_id=C]                -> {"sent": [...], "last": M}
   POST /fault     {method, kind, count, retry_after, delay, size}
                   kind: 409 429 401 404 500 502 slow truncated garbage
-                        oversized reset cant_parse
+                        oversized reset cant_parse empty (getUpdates: [] at once,
+                        as a misbehaving proxy answers)
   POST /clear_faults, GET /state, POST /config {"chat_rate": N, "token": T},
   POST /reset (back to the initial state)
 Run: fake_telegram.py --dir DIR [--token T] ; prints one JSON line
@@ -285,6 +286,10 @@ class Fake:
         if kind == "cant_parse":
             f["_cant_parse"] = True
             return None
+        if kind == "empty":
+            m = request.match_info["method"]
+            self.stats[m] = self.stats.get(m, 0) + 1
+            return web.json_response({"ok": True, "result": []})
         return None
 
     async def get_me(self, request, p, fault):

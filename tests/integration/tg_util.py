@@ -1,6 +1,7 @@
 """Helpers for the Telegram scenarios: the fake Bot API, configs, a supervisor.
 
     from tg_util import FakeTelegram, tg_config, SupervisorProc
+    from tg_util import fake_server, fake, gw   # the fixtures, for a test module
 
     with FakeTelegram(tmp_path) as tg:
         cfg = tg_config(tmp_path, console_port, tg)
@@ -20,7 +21,10 @@ import sys
 import time
 import urllib.request
 
-from console_util import Console, write_config, _SCRUB
+import pytest
+
+from conftest import free_port
+from console_util import Console, WorkerProc, write_config, _SCRUB
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_telegram.py"
@@ -267,3 +271,41 @@ def dump_logs(*procs):
             sys.stdout.write(f"---- {p.log_path}\n{p.log()[-6000:]}\n")
         except Exception:
             pass
+
+
+# ---- fixtures a test module imports ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory):
+    """One fake Bot API per test module."""
+    with FakeTelegram(tmp_path_factory.mktemp("fake")) as f:
+        yield f
+
+
+@pytest.fixture
+def fake(fake_server):
+    """The module's fake, reset to its initial state for each test."""
+    fake_server.reset()
+    yield fake_server
+
+
+@pytest.fixture
+def gw(build, tmp_path, fake):
+    """start(telegram={...}, env=..., wait_up=True, agent=...) -> (worker, console);
+    every worker started shares tmp_path (and so its state dir) and is stopped at the end."""
+    procs = []
+
+    def start(telegram=None, env=None, wait_up=True, **kw):
+        port = free_port()
+        cfg = tg_config(tmp_path, port, fake, telegram=telegram, **kw)
+        w = WorkerProc(build, cfg, home=tmp_path, env=env).start()
+        procs.append(w)
+        con = Console(port)
+        con.wait_ready(alive=w.alive)
+        if wait_up:
+            wait_tg_state(con, "up")
+        return w, con
+    yield start
+    dump_logs(*procs)
+    for p in procs:
+        p.stop()

@@ -542,6 +542,183 @@ START_TEST(test_server_closes_idle_connection)
 }
 END_TEST
 
+
+/*
+ * A keep-alive server that closes idle connections as a request arrives:
+ * the first request on a connection is answered (its body echoed), the
+ * next one on the same connection is not (closed at once, or after part
+ * of a status line, by mode).
+ */
+enum ka_mode { KA_CLOSE_SECOND, KA_PARTIAL_SECOND, KA_CLOSE_ALL };
+
+struct ka_server {
+	struct evconnlistener *lis;
+	enum ka_mode mode;
+	int port;
+	int conns;
+	int requests;
+	char body[256];                 /* of the last request */
+};
+
+struct ka_conn {
+	struct ka_server *ks;
+	int nreq;
+};
+
+static void
+ka_free(struct bufferevent *bev, void *arg)
+{
+	free(arg);
+	bufferevent_free(bev);
+}
+
+static void
+ka_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	ka_free(bev, arg);
+}
+
+/* Reads one whole request (head and Content-Length body); 1 when one was taken. */
+static int
+ka_take_request(struct ka_server *ks, struct evbuffer *in)
+{
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	char head[2048], *cl;
+	size_t hlen, blen = 0;
+
+	if (end.pos < 0 || (size_t)end.pos + 4 > sizeof(head) - 1)
+		return 0;
+	hlen = (size_t)end.pos + 4;
+	evbuffer_copyout(in, head, hlen);
+	head[hlen] = '\0';
+	cl = strcasestr(head, "\r\nContent-Length:");
+	if (cl != NULL)
+		blen = (size_t)strtoul(cl + 17, NULL, 10);
+	if (evbuffer_get_length(in) < hlen + blen || blen >= sizeof(ks->body))
+		return 0;
+	evbuffer_drain(in, hlen);
+	evbuffer_remove(in, ks->body, blen);
+	ks->body[blen] = '\0';
+	ks->requests++;
+	return 1;
+}
+
+static void
+ka_read(struct bufferevent *bev, void *arg)
+{
+	struct ka_conn *kc = arg;
+	struct ka_server *ks = kc->ks;
+
+	while (ka_take_request(ks, bufferevent_get_input(bev))) {
+		if (++kc->nreq == 1 && ks->mode != KA_CLOSE_ALL) {
+			evbuffer_add_printf(bufferevent_get_output(bev), "HTTP/1.1 200 OK\r\n"
+			    "Content-Length: %zu\r\n\r\n%s", strlen(ks->body), ks->body);
+			continue;
+		}
+		if (ks->mode == KA_PARTIAL_SECOND) {
+			bufferevent_setcb(bev, NULL, ka_free, ka_event, kc);
+			bufferevent_write(bev, "HTTP/1.1 200", 12);
+		} else
+			ka_free(bev, kc);
+		return;
+	}
+}
+
+static void
+ka_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
+    void *arg)
+{
+	struct ka_server *ks = arg;
+	struct ka_conn *kc = calloc(1, sizeof(*kc));
+	struct bufferevent *bev;
+
+	(void)sa;
+	(void)salen;
+	ck_assert_ptr_nonnull(kc);
+	kc->ks = ks;
+	ks->conns++;
+	bev = bufferevent_socket_new(evconnlistener_get_base(lis), fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(bev, ka_read, NULL, ka_event, kc);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void
+ka_start(struct ka_server *ks, enum ka_mode mode)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+
+	memset(ks, 0, sizeof(*ks));
+	ks->mode = mode;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ks->lis = evconnlistener_new_bind(base, ka_accept, ks,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16, (struct sockaddr *)&sin, sizeof(sin));
+	ck_assert_ptr_nonnull(ks->lis);
+	ks->port = fx_sock_port(evconnlistener_get_fd(ks->lis));
+}
+
+/* Posts "n=1", "n=2", ... to a keep-alive server in mode; r holds the last answer. */
+static void
+ka_run(struct ka_server *ks, enum ka_mode mode, int n, struct result *r)
+{
+	struct http_req tmpl = { .authorization = "Bearer sekrit" };
+	char body[32];
+	int i;
+
+	ka_start(ks, mode);
+	for (i = 1; i <= n; i++) {
+		snprintf(body, sizeof(body), "n=%d", i);
+		fetch("POST", url("http", ks->port, "/x"), body, &tmpl, r);
+		if (i < n)
+			ck_assert_msg(r->status == 200 && strcmp(r->body, body) == 0, "%d: %s", i,
+			    r->error);
+	}
+	/* The pooled connection closes: the server side frees its end. */
+	http_client_free(client);
+	client = NULL;
+	fx_run_for(base, 0.1);
+	evconnlistener_free(ks->lis);
+}
+
+START_TEST(test_retry_when_a_kept_alive_connection_closes)
+{
+	struct ka_server ks;
+	struct result r;
+
+	/* The second request goes out on the pooled connection, which the server closes. */
+	ka_run(&ks, KA_CLOSE_SECOND, 2, &r);
+	ck_assert_msg(r.status == 200, "%s", r.error);
+	ck_assert_str_eq(r.body, "n=2");        /* sent again, once, on a new connection */
+	ck_assert_int_eq(ks.conns, 2);
+	ck_assert_int_eq(ks.requests, 3);
+}
+END_TEST
+
+START_TEST(test_no_retry_once_an_answer_began)
+{
+	struct ka_server ks;
+	struct result r;
+
+	ka_run(&ks, KA_PARTIAL_SECOND, 2, &r);
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_msg(strstr(r.error, "closed before a complete response") != NULL, "%s", r.error);
+	ck_assert_int_eq(ks.conns, 1);
+	ck_assert_int_eq(ks.requests, 2);
+}
+END_TEST
+
+START_TEST(test_no_retry_on_a_new_connection)
+{
+	struct ka_server ks;
+	struct result r;
+
+	ka_run(&ks, KA_CLOSE_ALL, 1, &r);
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_int_eq(ks.conns, 1);
+	ck_assert_int_eq(ks.requests, 1);
+}
+END_TEST
+
 START_TEST(test_idle_connection_times_out)
 {
 	/* evhttp's own idle timeout (the call's timeout + 1 s) closes a pooled connection. */
@@ -834,6 +1011,9 @@ http_suite(void)
 	tcase_add_test(tc, test_keep_alive_reuse);
 	tcase_add_test(tc, test_keep_alive_from_callback);
 	tcase_add_test(tc, test_server_closes_idle_connection);
+	tcase_add_test(tc, test_retry_when_a_kept_alive_connection_closes);
+	tcase_add_test(tc, test_no_retry_once_an_answer_began);
+	tcase_add_test(tc, test_no_retry_on_a_new_connection);
 	tcase_add_test(tc, test_keep_alive_tls);
 	tcase_add_test(tc, test_idle_connection_times_out);
 	tcase_add_test(tc, test_free_client_inside_callbacks);

@@ -1,10 +1,15 @@
-/* test_telegram.c - Telegram update parsing, addressing rules, API replies, backoff. */
+/* test_telegram.c - Telegram update parsing, addressing rules, API replies, backoff, journal. */
 #include <check.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "platforms/telegram.h"
+#include "unit_util.h"
+#include "util.h"
 
 #define BOT_ID 7000001
 
@@ -369,6 +374,241 @@ START_TEST(test_backoff)
 }
 END_TEST
 
+
+/* ---- the journal ---------------------------------------------------------- */
+
+/* A getUpdates result of the updates with ids from..to (a text that says the id). */
+static cJSON *
+updates(int64_t from, int64_t to)
+{
+	cJSON *arr = cJSON_CreateArray();
+	char js[256];
+	int64_t id;
+
+	for (id = from; id <= to; id++) {
+		snprintf(js, sizeof(js), "{\"update_id\":%lld,\"message\":{\"message_id\":%lld,"
+		    FROM "," DM ",\"date\":1,\"text\":\"m%lld\"}}", (long long)id, (long long)id,
+		    (long long)id);
+		cJSON_AddItemToArray(arr, cJSON_Parse(js));
+	}
+	return arr;
+}
+
+/* Takes (and frees) a result; returns how many updates were new. */
+static size_t
+take(struct tg_journal *j, cJSON *result)
+{
+	size_t n = tg_journal_take(j, result);
+
+	cJSON_Delete(result);
+	return n;
+}
+
+static char *
+path_in(const char *dir, const char *name)
+{
+	char *p = xasprintf("%s/%s", dir, name);
+
+	return p;
+}
+
+#define SEQ_FIRST 10
+#define SEQ_LAST 15
+
+/*
+ * Writes the journal of a worker's life through the real code: three
+ * batches, a few handled in between.  Returns the file's text.
+ */
+static char *
+write_sequence(const char *dir, size_t *len)
+{
+	char *path = path_in(dir, "seq.journal"), *text;
+	struct tg_journal *j = tg_journal_new("test", path);
+
+	tg_journal_load(j);
+	ck_assert_uint_eq(take(j, updates(10, 11)), 2);
+	ck_assert_int_eq(tg_journal_commit(j), 0);
+	ck_assert_int_eq(tg_journal_done(j, 10), 0);
+	tg_journal_write_done(j);
+	ck_assert_uint_eq(take(j, updates(12, 13)), 2);
+	ck_assert_int_eq(tg_journal_commit(j), 0);
+	ck_assert_int_eq(tg_journal_done(j, 11), 0);
+	ck_assert_int_eq(tg_journal_done(j, 12), 0);
+	tg_journal_write_done(j);
+	ck_assert_uint_eq(take(j, updates(14, 15)), 2);
+	ck_assert_int_eq(tg_journal_commit(j), 0);
+	tg_journal_free(j);
+	text = read_file(path, 1 << 20, len);
+	ck_assert_ptr_nonnull(text);
+	free(path);
+	return text;
+}
+
+/* 1 when the first len bytes of text hold a complete {"done":id} line. */
+static int
+done_in(const char *text, size_t len, int64_t id)
+{
+	char needle[48], *copy = xstrndup(text, len);
+	int found;
+
+	snprintf(needle, sizeof(needle), "{\"done\":%lld}\n", (long long)id);
+	found = strstr(copy, needle) != NULL;
+	free(copy);
+	return found;
+}
+
+/*
+ * A worker crashed after len bytes of the sequence; the next one loads
+ * the journal and polls, and Telegram returns every update at or above
+ * the offset asked for (it forgets the ones below).  Every update not
+ * handled must be held exactly once, a handled one at most once; and
+ * after the rest is handled and the worker crashes again, the one left
+ * unhandled must still be there.
+ */
+static void
+check_crash_point(const char *dir, const char *text, size_t len)
+{
+	char *path = path_in(dir, "crash.journal");
+	struct tg_journal *j;
+	int64_t id, keep = 0;
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+	fclose(f);
+	j = tg_journal_new("test", path);
+	tg_journal_load(j);
+	if (tg_journal_offset(j) <= SEQ_LAST)
+		take(j, updates(tg_journal_offset(j) > SEQ_FIRST ? tg_journal_offset(j) : SEQ_FIRST,
+		    SEQ_LAST));
+	ck_assert_int_eq(tg_journal_commit(j), 0);
+	for (id = SEQ_FIRST; id <= SEQ_LAST; id++) {
+		size_t copies = tg_journal_copies(j, id);
+
+		ck_assert_msg(copies <= 1, "crash after %zu bytes: update %lld held %zu times",
+		    len, (long long)id, copies);
+		if (!done_in(text, len, id)) {
+			ck_assert_msg(copies == 1, "crash after %zu bytes: update %lld lost", len,
+			    (long long)id);
+			if (keep == 0)
+				keep = id;      /* the one whose agent call never finished */
+			else
+				ck_assert_int_eq(tg_journal_done(j, id), 0);
+		}
+	}
+	tg_journal_write_done(j);
+	tg_journal_free(j);
+	j = tg_journal_new("test", path);
+	tg_journal_load(j);
+	if (keep != 0)
+		ck_assert_msg(tg_journal_copies(j, keep) == 1,
+		    "crash after %zu bytes, then again: update %lld lost", len, (long long)keep);
+	tg_journal_free(j);
+	free(path);
+}
+
+START_TEST(test_journal_every_crash_point)
+{
+	char *dir = tmpdir_new(), *text;
+	size_t len, i, points = 0;
+
+	text = write_sequence(dir, &len);
+	for (i = 0; i <= len; i++) {
+		/* Every line boundary, and the middle of every line (a torn write). */
+		if (i == len || i == 0 || text[i - 1] == '\n' ||
+		    (i > 1 && text[i - 2] == '\n' && i + 1 < len)) {
+			check_crash_point(dir, text, i);
+			points++;
+		}
+	}
+	ck_assert_uint_ge(points, 20);
+	free(text);
+	tmpdir_free(dir);
+}
+END_TEST
+
+START_TEST(test_journal_torn_batch)
+{
+	char *dir = tmpdir_new(), *path = path_in(dir, "j"), *u40, *u41, *text;
+	struct tg_journal *j;
+	cJSON *batch = updates(40, 41);
+
+	/* The batch's update lines made it to disk, its offset line did not. */
+	u40 = cJSON_PrintUnformatted(cJSON_GetArrayItem(batch, 0));
+	u41 = cJSON_PrintUnformatted(cJSON_GetArrayItem(batch, 1));
+	text = xasprintf("{\"offset\":40,\"time\":1,\"pending\":[]}\n{\"update\":%s}\n"
+	    "{\"update\":%s}\n", u40, u41);
+	file_put(dir, "j", text, 0600);
+	j = tg_journal_new("test", path);
+	ck_assert_uint_eq(tg_journal_load(j), 0);
+	/* The next getUpdates confirms them rather than asking for them again. */
+	ck_assert_int_eq(tg_journal_offset(j), 42);
+	ck_assert_uint_eq(take(j, updates(40, 42)), 1);
+	ck_assert_uint_eq(tg_journal_copies(j, 40), 1);
+	ck_assert_uint_eq(tg_journal_copies(j, 41), 1);
+	tg_journal_free(j);
+	cJSON_Delete(batch);
+	free(u40);
+	free(u41);
+	free(text);
+	free(path);
+	tmpdir_free(dir);
+}
+END_TEST
+
+/* Makes every write that would grow a file beyond max bytes fail (EFBIG). */
+static void
+limit_file_size(rlim_t max)
+{
+	struct rlimit rl;
+
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+	rl.rlim_cur = max;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+START_TEST(test_journal_write_failure_confirms_nothing)
+{
+	char *dir = tmpdir_new(), *path = path_in(dir, "j"), *text;
+	struct tg_journal *j = tg_journal_new("test", path), *r;
+	struct rlimit rl;
+	size_t len;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+	tg_journal_load(j);
+	take(j, updates(30, 31));
+	ck_assert_int_eq(tg_journal_commit(j), 0);
+	ck_assert_str_eq(tg_journal_error(j), "");
+	text = read_file(path, 1 << 20, &len);
+	free(text);
+	limit_file_size(len + 100);     /* room for part of a line, not for a batch */
+	take(j, updates(32, 35));
+	ck_assert_int_eq(tg_journal_commit(j), -1);
+	ck_assert_str_eq(tg_journal_error(j), strerror(EFBIG));
+	ck_assert_int_eq(tg_journal_commit(j), -1);
+	/* What is on disk never claims the batch: its offset still asks for it. */
+	r = tg_journal_new("test", path);
+	tg_journal_load(r);
+	ck_assert_int_eq(tg_journal_offset(r), 32);
+	ck_assert_uint_eq(tg_journal_copies(r, 31), 1);
+	tg_journal_free(r);
+	/* Writable again: the whole state is written, nothing torn is appended to. */
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	ck_assert_int_eq(tg_journal_commit(j), 0);
+	ck_assert_str_eq(tg_journal_error(j), "");
+	tg_journal_free(j);
+	r = tg_journal_new("test", path);
+	ck_assert_uint_eq(tg_journal_load(r), 0);
+	ck_assert_int_eq(tg_journal_offset(r), 36);
+	ck_assert_uint_eq(tg_journal_copies(r, 30), 1);
+	ck_assert_uint_eq(tg_journal_copies(r, 35), 1);
+	tg_journal_free(r);
+	free(path);
+	tmpdir_free(dir);
+}
+END_TEST
+
 static Suite *
 telegram_suite(void)
 {
@@ -391,6 +631,11 @@ telegram_suite(void)
 	tcase_add_test(tc, test_utf16_offset);
 	tcase_add_test(tc, test_reply_classify);
 	tcase_add_test(tc, test_backoff);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("journal");
+	tcase_add_test(tc, test_journal_every_crash_point);
+	tcase_add_test(tc, test_journal_torn_batch);
+	tcase_add_test(tc, test_journal_write_failure_confirms_nothing);
 	suite_add_tcase(s, tc);
 	return s;
 }

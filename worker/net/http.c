@@ -8,7 +8,11 @@
  * request to the same place, sparing a TCP and TLS handshake.  Idle
  * connections the server closed (evhttp watches them), or idle longer
  * than HTTP_IDLE_MSEC, are dropped, never reconnected: a used TLS
- * bufferevent cannot be.
+ * bufferevent cannot be.  A server may still close one just as a request
+ * goes out on it: a request that fails on a reused connection before a
+ * single byte of response arrived is sent once more, on a new connection
+ * (it was never answered, so the server did not act on it, as HTTP/1.1
+ * clients assume when a kept-alive connection closes).
  *
  * Life cycle of a call: running -> dead.  A call becomes dead when it
  * completes, fails, times out or is cancelled; from then on every evhttp
@@ -23,7 +27,6 @@
  */
 #include "net/http.h"
 
-#include <errno.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -66,6 +69,21 @@ struct http_idle {
 	struct http_idle *next;
 };
 
+/* The parts of a URL a request needs. */
+struct http_url {
+	int https;
+	char host[256];
+	int port;
+	char *target;                   /* path and query, allocated */
+};
+
+/* A request kept to send it again once (on a reused connection only). */
+struct http_replay {
+	int method;
+	struct http_url u;
+	struct http_req req;            /* its strings and body are copies */
+};
+
 struct http_client {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -74,6 +92,7 @@ struct http_client {
 	struct http_call *calls;        /* running and dead ones */
 	struct event *reaper;
 	struct http_idle *idle;         /* newest first */
+	struct http_idle *dead;         /* connections left by a retry, freed by the reaper */
 	int in_cb;                      /* depth of user callbacks running */
 	int free_pending;               /* http_client_free() called inside one */
 };
@@ -99,11 +118,17 @@ struct http_call {
 	int too_big;
 	int req_error;                  /* enum evhttp_request_error + 1, 0 = none */
 	char *pending_error;            /* a failure found while starting */
+	struct http_replay *replay;     /* set while a retry is possible */
+	struct evbuffer *watched;       /* the reused connection's input, watched */
+	struct evbuffer_cb_entry *watch;
+	int answered;                   /* a response byte arrived on it */
 	struct http_call *prev, *next;
 };
 
 static void http_reaper_cb(evutil_socket_t, short, void *);
 static void http_timer_cb(evutil_socket_t, short, void *);
+static int http_retry_ok(const struct http_call *);
+static int http_retry(struct http_call *);
 
 struct http_client *
 http_client_new(struct event_base *base, struct evdns_base *dns, struct tls_ctx *tls)
@@ -229,6 +254,105 @@ http_idle_put(struct http_client *c, struct http_call *call)
 	}
 }
 
+/* Notes whether any response byte arrives on a reused connection. */
+static void
+http_watch_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct http_call *call = arg;
+
+	(void)buf;
+	if (info->n_added > 0)
+		call->answered = 1;
+}
+
+static void
+http_watch(struct http_call *call)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(call->conn);
+
+	if (bev == NULL)
+		return;
+	call->watched = bufferevent_get_input(bev);
+	call->watch = evbuffer_add_cb(call->watched, http_watch_cb, call);
+}
+
+static void
+http_unwatch(struct http_call *call)
+{
+	if (call->watch != NULL)
+		evbuffer_remove_cb_entry(call->watched, call->watch);
+	call->watch = NULL;
+	call->watched = NULL;
+}
+
+/* A copy of a request, to send it again. */
+static struct http_replay *
+http_replay_new(int method, const struct http_req *req, const struct http_url *u)
+{
+	struct http_replay *rp = xcalloc(1, sizeof(*rp));
+
+	rp->method = method;
+	rp->u = *u;
+	rp->u.target = xstrdup(u->target);
+	rp->req = *req;
+	rp->req.url = NULL;
+	rp->req.method = NULL;
+	rp->req.content_type = req->content_type != NULL ? xstrdup(req->content_type) : NULL;
+	rp->req.authorization = req->authorization != NULL ? xstrdup(req->authorization) : NULL;
+	if (req->body != NULL && req->body_len > 0) {
+		char *b = xmalloc(req->body_len);
+
+		memcpy(b, req->body, req->body_len);
+		rp->req.body = b;
+	} else {
+		rp->req.body = NULL;
+		rp->req.body_len = 0;
+	}
+	return rp;
+}
+
+static void
+http_replay_free(struct http_replay *rp)
+{
+	char *auth;
+
+	if (rp == NULL)
+		return;
+	if ((auth = (char *)rp->req.authorization) != NULL) {
+		explicit_bzero(auth, strlen(auth));
+		free(auth);
+	}
+	free((char *)rp->req.content_type);
+	free((char *)rp->req.body);
+	free(rp->u.target);
+	free(rp);
+}
+
+/* Hands a connection a retry left behind to the reaper (evhttp may still be inside it). */
+static void
+http_conn_bury(struct http_client *c, struct evhttp_connection *conn)
+{
+	static const struct timeval zero = { 0, 0 };
+	struct http_idle *e = xcalloc(1, sizeof(*e));
+
+	e->conn = conn;
+	e->next = c->dead;
+	c->dead = e;
+	evtimer_add(c->reaper, &zero);
+}
+
+/* Frees the connections retries left behind. */
+static void
+http_dead_free(struct http_client *c)
+{
+	struct http_idle *e;
+
+	while ((e = c->dead) != NULL) {
+		c->dead = e->next;
+		http_idle_free(e);
+	}
+}
+
 /* Frees a call and its connection; never from inside evhttp's callbacks. */
 static void
 http_call_free(struct http_call *call)
@@ -242,8 +366,10 @@ http_call_free(struct http_call *call)
 	if (call->next != NULL)
 		call->next->prev = call->prev;
 	/* Frees a pending request too, without calling its callbacks. */
+	http_unwatch(call);
 	if (call->conn != NULL)
 		evhttp_connection_free(call->conn);
+	http_replay_free(call->replay);
 	free(call->place);
 	if (call->timer != NULL)
 		event_free(call->timer);
@@ -279,6 +405,7 @@ http_client_free(struct http_client *c)
 	}
 	while (c->calls != NULL)
 		http_call_free(c->calls);
+	http_dead_free(c);
 	while (c->idle != NULL) {
 		struct http_idle *e = c->idle;
 
@@ -305,6 +432,7 @@ http_reaper_cb(evutil_socket_t fd, short what, void *arg)
 		http_client_free(c);
 		return;
 	}
+	http_dead_free(c);
 	for (call = c->calls; call != NULL; call = next) {
 		next = call->next;
 		if (call->dead)
@@ -319,6 +447,7 @@ http_call_kill(struct http_call *call)
 	static const struct timeval zero = { 0, 0 };
 
 	call->dead = 1;
+	http_unwatch(call);
 	if (call->timer != NULL)
 		evtimer_del(call->timer);
 	evtimer_add(call->c->reaper, &zero);
@@ -541,6 +670,7 @@ http_call_succeed(struct http_call *call, struct evhttp_request *req)
 	 * long poll) uses this connection: evhttp is done with it, as when it
 	 * dispatches a queued request itself.
 	 */
+	http_unwatch(call);
 	if (http_conn_left_open(call, req))
 		http_idle_put(call->c, call);
 	r.body_len = len;
@@ -561,20 +691,18 @@ http_done_cb(struct evhttp_request *req, void *arg)
 	if (call->dead)
 		return;
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
-		http_describe_failure(call, msg, sizeof(msg));
+		if (http_retry_ok(call)) {
+			if (http_retry(call) == 0)
+				return;
+			snprintf(msg, sizeof(msg), "%s: cannot set up a new connection",
+			    call->hostport);
+		} else
+			http_describe_failure(call, msg, sizeof(msg));
 		http_call_fail(call, msg);
 		return;
 	}
 	http_call_succeed(call, req);
 }
-
-/* The parts of a URL a request needs. */
-struct http_url {
-	int https;
-	char host[256];
-	int port;
-	char *target;                   /* path and query, allocated */
-};
 
 /* Splits url; -1 when it is not a usable http(s) URL. */
 static int
@@ -725,32 +853,47 @@ http_method(const char *m)
 	return -1;
 }
 
-/* Creates the connection and the evhttp request of a call. */
+/* Gives the call a new connection to u; 0 or -1. */
 static int
-http_call_setup(struct http_call *call, const struct http_req *req, const struct http_url *u)
+http_conn_new(struct http_call *call, const struct http_url *u)
 {
-	struct bufferevent *bev;
+	struct bufferevent *bev = http_new_bev(call, u);
+
+	if (bev == NULL)
+		return -1;
+	call->conn = evhttp_connection_base_bufferevent_new(call->c->base, call->c->dns, bev,
+	    u->host, (unsigned short)u->port);
+	if (call->conn == NULL) {
+		bufferevent_free(bev);
+		call->ssl = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* Gives the call an idle connection to its place, else a new one; 1 when reused, 0, -1. */
+static int
+http_conn_get(struct http_call *call, const struct http_url *u)
+{
+	struct http_idle *idle = http_idle_take(call->c, call->place);
+
+	if (idle == NULL)
+		return http_conn_new(call, u);
+	call->conn = idle->conn;
+	call->ssl = idle->ssl;
+	free(idle->place);
+	free(idle);
+	http_watch(call);
+	return 1;
+}
+
+/* Sets the limits of the call's connection and creates its evhttp request. */
+static int
+http_req_new(struct http_call *call, const struct http_req *req, const struct http_url *u)
+{
 	struct timeval tv;
 	double t;
 
-	struct http_idle *idle = http_idle_take(call->c, call->place);
-
-	if (idle != NULL) {
-		call->conn = idle->conn;
-		call->ssl = idle->ssl;
-		free(idle->place);
-		free(idle);
-	} else {
-		if ((bev = http_new_bev(call, u)) == NULL)
-			return -1;
-		call->conn = evhttp_connection_base_bufferevent_new(call->c->base,
-		    call->c->dns, bev, u->host, (unsigned short)u->port);
-		if (call->conn == NULL) {
-			bufferevent_free(bev);
-			call->ssl = NULL;
-			return -1;
-		}
-	}
 	/* Our own timer bounds the whole request; evhttp's is a backstop. */
 	t = call->timeout + 1;
 	tv.tv_sec = (time_t)t;
@@ -768,6 +911,61 @@ http_call_setup(struct http_call *call, const struct http_req *req, const struct
 		evbuffer_add(evhttp_request_get_output_buffer(call->req), req->body,
 		    req->body_len);
 	return 0;
+}
+
+/* Creates the connection and the evhttp request of a call (kept for a retry when reused). */
+static int
+http_call_setup(struct http_call *call, int method, const struct http_req *req,
+    const struct http_url *u)
+{
+	int reused = http_conn_get(call, u);
+
+	if (reused < 0)
+		return -1;
+	if (reused)
+		call->replay = http_replay_new(method, req, u);
+	return http_req_new(call, req, u);
+}
+
+/*
+ * 1 when a failed call may be sent again: it went out on a reused
+ * connection that closed (or reset) before any byte of a response came.
+ */
+static int
+http_retry_ok(const struct http_call *call)
+{
+	int e = call->req_error - 1;
+
+	return call->replay != NULL && !call->answered && !call->too_big &&
+	    (e == EVREQ_HTTP_EOF || e == EVREQ_HTTP_BUFFER_ERROR);
+}
+
+/* Sends the call's request again, once, on a new connection; 0 or -1. */
+static int
+http_retry(struct http_call *call)
+{
+	struct http_replay *rp = call->replay;
+	int rc;
+
+	call->replay = NULL;
+	http_unwatch(call);
+	http_conn_bury(call->c, call->conn);
+	call->conn = NULL;
+	call->ssl = NULL;
+	call->req_error = 0;
+	log_debug("http: %s: the kept-alive connection closed unanswered; sending again on a "
+	    "new one", call->hostport);
+	rc = http_conn_new(call, &rp->u) < 0 || http_req_new(call, &rp->req, &rp->u) < 0 ? -1 : 0;
+	if (rc == 0 && evhttp_make_request(call->conn, call->req, rp->method, rp->u.target) < 0) {
+		call->req = NULL;       /* evhttp freed it */
+		rc = -1;
+	}
+	if (rc < 0 && call->req != NULL) {
+		evhttp_request_free(call->req);
+		call->req = NULL;
+	}
+	http_replay_free(rp);
+	return rc;
 }
 
 struct http_call *
@@ -801,7 +999,7 @@ http_request(struct http_client *c, const struct http_req *req, http_done_fn cb,
 	tv.tv_sec = (time_t)call->timeout;
 	tv.tv_usec = (suseconds_t)((call->timeout - floor(call->timeout)) * 1e6);
 	evtimer_add(call->timer, &tv);
-	if (http_call_setup(call, req, &u) < 0) {
+	if (http_call_setup(call, method, req, &u) < 0) {
 		if (call->req != NULL)
 			evhttp_request_free(call->req);
 		call->req = NULL;

@@ -4,10 +4,16 @@
  * Intake is at-least-once: every update received is written to a journal
  * in the state dir (state_dir/telegram.journal: the next offset to ask
  * Telegram for and the updates not yet handled) before the next getUpdates
- * confirms it to Telegram; an update leaves the journal once the hub calls
- * its done callback.  A new worker replays what the journal still holds
- * (the hub drops what it already handled, by message id) and resumes
- * polling at the journal's offset.
+ * confirms it to Telegram, and no getUpdates is made while the journal
+ * cannot be written; an update leaves the journal once the hub calls its
+ * done callback.  A new worker replays what the journal still holds (the
+ * hub drops what it already handled, by message id) and resumes polling at
+ * the journal's offset.
+ *
+ * Outbound messages are retried with backoff for send_retry_for seconds;
+ * one that has to wait is kept in state_dir/telegram.outbox (synced before
+ * the hub's sent callback says ok), across restarts; one given up is
+ * logged with its chat.
  *
  * The pure helpers below (update parsing, addressing, API replies) are
  * exported for the unit tests.
@@ -79,5 +85,38 @@ enum tg_reply tg_reply_classify(int status, const char *body, size_t len, cJSON 
 
 /* The next backoff delay in microseconds: doubling from min, capped at max, jittered. */
 uint64_t tg_backoff(unsigned attempt, uint64_t min_usec, uint64_t max_usec);
+
+/*
+ * The intake journal (exported for the unit tests): the updates not yet
+ * handled and the next getUpdates offset, kept in a file of JSON lines.
+ * tg_journal_new() pairs with tg_journal_free(); strings are copied.
+ */
+struct tg_journal;
+
+struct tg_journal *tg_journal_new(const char *name, const char *path);
+void tg_journal_free(struct tg_journal *j);
+/*
+ * Replays the file an earlier worker left (if any), whatever line a crash
+ * stopped at, and rewrites it as one snapshot.  Returns the number of
+ * damaged lines ignored.
+ */
+size_t tg_journal_load(struct tg_journal *j);
+/* Takes the new updates of a getUpdates result (detached from it); returns how many. */
+size_t tg_journal_take(struct tg_journal *j, cJSON *result);
+/*
+ * Makes what was taken durable (appended and synced, or a snapshot after
+ * a failed write).  0, or -1 when it could not: nothing taken since the
+ * last success may then be confirmed to Telegram.
+ */
+int tg_journal_commit(struct tg_journal *j);
+/* Marks update id handled (-1 when not held); its line is written by tg_journal_write_done(). */
+int tg_journal_done(struct tg_journal *j, int64_t id);
+void tg_journal_write_done(struct tg_journal *j);
+/* The offset the next getUpdates asks for (confirming everything below it). */
+int64_t tg_journal_offset(const struct tg_journal *j);
+/* How many entries with this update_id are held. */
+size_t tg_journal_copies(const struct tg_journal *j, int64_t id);
+/* Why the last write failed while the journal cannot be written; "" when it can. */
+const char *tg_journal_error(const struct tg_journal *j);
 
 #endif
