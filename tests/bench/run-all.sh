@@ -19,6 +19,7 @@ TARGET=stub tests/bench/console-throughput.sh "$BUILD"
 echo "== telegram: throughput and /restart -> first answer"
 $PY tests/bench/tg_bench.py "$BUILD" --c-fake -n 20000 --chats 50
 $PY tests/bench/tg_bench.py "$BUILD" -n 4000 --restarts 50
+$PY tests/bench/tg_kill_doubles.py "$BUILD" -k 50
 echo "== discord: throughput and /restart -> first answer (session resumed)"
 $PY tests/bench/discord_bench.py "$BUILD" -n 4000 --restarts 50
 echo "== HTTP client and agent backends"
