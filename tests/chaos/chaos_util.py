@@ -271,8 +271,14 @@ class Msg:
         self.ids = []            # ids of the attempts the console took (2xx)
         self.refused = 0         # 503 answers
         self.conn_errors = 0     # attempts that got no answer
+        self.conn_error_at = []  # ... when (time.monotonic())
         self.bad = []            # any other status
         self.answers = {}        # reply message id -> its reply_to
+        self.seen_at = {}        # reply message id -> when a poll first saw it
+
+    def __repr__(self):
+        return "<Msg %s %r ids=%s answers=%s>" % (self.chat, self.text[:40], self.ids,
+                                                   self.answers)
 
 
 class Ledger:
@@ -307,6 +313,7 @@ class Ledger:
                 m = self.by_text.get(x["text"])
                 if m is not None and m.chat == chat:
                     m.answers[x["id"]] = x.get("reply_to")
+                    m.seen_at.setdefault(x["id"], time.monotonic())
 
     def answered(self, m):
         with self.lock:
@@ -394,7 +401,7 @@ class Ledger:
                     kind = "doubled_same_id" if len(set(rts)) < len(rts) else "doubled_resent"
                     f[kind] += 1
                     details.append((kind, m.chat, m.text, m.ids, m.answers,
-                                    m.conn_errors))
+                                    m.conn_errors, m))
         return f, details
 
 
@@ -409,6 +416,7 @@ def post(con, ledger, m, deadline, wait=None):
             r = con.request("POST", path, body, timeout=20 if wait is None else wait + 20)
         except HTTP_ERRORS:
             m.conn_errors += 1
+            m.conn_error_at.append(time.monotonic())
             time.sleep(0.02)
             continue
         if r.status in (200, 202):
@@ -433,6 +441,7 @@ def post_once(con, ledger, m):
                         {"chat_id": m.chat, "user_id": "local", "text": m.text}, timeout=20)
     except HTTP_ERRORS:
         m.conn_errors += 1
+        m.conn_error_at.append(time.monotonic())
         return None
     if r.status in (200, 202):
         ledger.taken(m, r.json()["message_id"])

@@ -6,6 +6,7 @@ message the console took is answered exactly once, in its own chat; the
 supervisor keeps its pid, reaps every worker and keeps its descriptors;
 every worker generation starts with the same descriptors.
 """
+import bisect
 import os
 import time
 
@@ -13,6 +14,26 @@ from chaos_util import (Ledger, Load, fd_targets, non_sockets, report, rng, scal
                         settle, zombies)
 
 NOTICES = ("Restarting the gateway...", "Gateway online")
+
+
+def doubles_by_action(details, timeline):
+    """Counts the doubles by what the driver last did before they arose:
+    a resent one by its first connection error, one id answered twice by
+    its second answer.  timeline: [(time, action)] in order."""
+    times = [t for t, _ in timeline]
+    out = {}
+    for d in details:
+        if not d[0].startswith("doubled"):
+            continue
+        m = d[-1]
+        if d[0] == "doubled_resent" and m.conn_error_at:
+            t = m.conn_error_at[0]
+        else:
+            t = sorted(m.seen_at.values())[1]
+        i = bisect.bisect_right(times, t) - 1
+        key = "%s_after_%s" % (d[0], timeline[i][1] if i >= 0 else "nothing")
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def test_restarts_and_kills_under_load(build, gateway):
@@ -35,9 +56,10 @@ def test_restarts_and_kills_under_load(build, gateway):
     actions = ["restart"] * restarts + ["kill"] * kills
     r.shuffle(actions)
     problems = {"sup_fds": [], "worker_files": [], "zombies": [], "sup_pid": []}
-    restart_ids = []
+    restart_ids, timeline = [], []
     t0 = time.monotonic()
     for gen, action in enumerate(actions, start=1):
+        timeline.append((time.monotonic(), action))
         if action == "restart":
             restart_ids.append(g.restart())
         else:
@@ -74,12 +96,13 @@ def test_restarts_and_kills_under_load(build, gateway):
              online_notices=len(online), worker_fds_start=len(worker_fds),
              worker_fds_end=len(final_fds), sup_fds=len(sup_fds),
              zombies_seen=len(problems["zombies"]), sup_fd_changes=len(problems["sup_fds"]),
-             worker_file_changes=len(problems["worker_files"]))
+             worker_file_changes=len(problems["worker_files"]),
+             **doubles_by_action(details, timeline))
     report("restart_kill", **f)
 
     assert f["sent"] > 0 and f["taken"] > 0
     assert (f["lost"], f["doubled"], f["misrouted"], f["unexplained"]) == (0, 0, 0, 0), \
-        (f, details[:20], [m.text for m in unanswered[:5]])
+        (f, details[:20], unanswered[:5])
     assert (f["bad_status"], f["never_taken"]) == (0, 0), (f, details[:20])
     assert problems == {"sup_fds": [], "worker_files": [], "zombies": [], "sup_pid": []}, \
         {k: v[:5] for k, v in problems.items()}
