@@ -163,11 +163,12 @@ env_true(const char *name)
 	    strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
 }
 
-/* "console" -> "CONSOLE_" + suffix. */
+/* "console" -> "CONSOLE_" + suffix; Home Assistant's variables are HASS_*. */
 static char *
 env_name(const char *platform, const char *suffix)
 {
-	char *s = xasprintf("%s_%s", platform, suffix);
+	char *s = xasprintf("%s_%s", strcmp(platform, "homeassistant") == 0 ? "hass" : platform,
+	    suffix);
 	char *p;
 
 	for (p = s; *p != '\0'; p++)
@@ -270,6 +271,9 @@ parse_platform(const char *file, cJSON *sec, struct config_platform *p, char *er
 		if (p->admins == NULL)
 			p->admins = config_split_list("local");
 	}
+	/* Home Assistant's events carry no user: they come from "homeassistant". */
+	if (strcmp(p->name, "homeassistant") == 0 && p->allowed_users == NULL)
+		p->allowed_users = config_split_list("homeassistant");
 	if (p->allowed_users == NULL)
 		p->allowed_users = xcalloc(1, sizeof(char *));
 	if (p->admins == NULL)
