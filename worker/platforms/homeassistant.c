@@ -278,6 +278,7 @@ ha_result(struct ha *ha, const cJSON *o)
 		    ha->name, cJSON_GetArraySize(res), hass_track_sync(ha->track, res,
 		    (int64_t)time(NULL), ha_report, ha));
 		ha_flush(ha);
+		ha_save(ha);    /* a first connection's states are the baseline: keep them now */
 	} else if (id == ha->sub_id || id == ha->states_id) {
 		snprintf(why, sizeof(why), "%s failed: %s", id == ha->sub_id ? "subscribe_events" :
 		    "get_states", said);
@@ -449,13 +450,11 @@ static char *
 ha_send_body(const struct outq_piece *p, int persistent)
 {
 	cJSON *o = cJSON_CreateObject();
-	char title[64], nid[40], *s;
+	char nid[40], *s;
 
-	snprintf(title, sizeof(title), p->count > 1 ? "%s (%u/%u)" : "%s", HA_TITLE,
-	    p->index + 1, p->count);
 	memcpy(nid, "hermes_", 7);
 	hass_hash_hex(p->key, nid + 7, 24);
-	if (o == NULL || !cJSON_AddStringToObject(o, "title", title) ||
+	if (o == NULL || !cJSON_AddStringToObject(o, "title", HA_TITLE) ||
 	    !cJSON_AddStringToObject(o, "message", p->text) ||
 	    (persistent && !cJSON_AddStringToObject(o, "notification_id", nid)) ||
 	    (s = cJSON_PrintUnformatted(o)) == NULL)
