@@ -33,30 +33,19 @@ import argparse
 import asyncio
 import collections
 import json
-import logging
 import os
 import signal
-import ssl
 import sys
 import time
 import uuid
 from datetime import datetime, timezone
 
 from aiohttp import web, WSMsgType
-import trustme
+
+from fake_util import bad_input, make_tls, quiet_resets, start_site, write_atomic
 
 HA_VERSION = "2024.6.0"
-
-
-class _DropResets(logging.Filter):
-    """Clients that drop mid-answer (and drop faults) are expected here."""
-
-    def filter(self, record):
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (ConnectionError, RuntimeError))
-
-
-logging.getLogger("aiohttp.server").addFilter(_DropResets())
+quiet_resets()
 
 
 def iso_now():
@@ -454,15 +443,6 @@ class Control:
     def __init__(self, fake):
         self.fake = fake
 
-    @staticmethod
-    @web.middleware
-    async def bad_input(request, handler):
-        """Any bad control request gets a 400 that says why; the fake stays up."""
-        try:
-            return await handler(request)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise web.HTTPBadRequest(text="%s: %s" % (type(e).__name__, e))
-
     def routes(self, app):
         for method, path, fn in (
                 ("POST", "/seed", self.seed), ("POST", "/set_state", self.set_state),
@@ -567,31 +547,6 @@ class Control:
         return web.json_response({"ok": True})
 
 
-def make_tls(directory):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path = os.path.join(directory, "ca.pem")
-    ca.cert_pem.write_to_path(ca_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    return ctx, ca_path
-
-
-def write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-
-
-async def start_site(runner, port, tls):
-    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls, backlog=256)
-    await site.start()
-    return site._server.sockets[0].getsockname()[1]
-
-
 async def serve(args):
     fake = Fake(args)
     fake.api = Api(fake)
@@ -600,7 +555,7 @@ async def serve(args):
     app.router.add_get("/api/websocket", fake.api.websocket)
     app.router.add_get("/api/", fake.api.api_root)
     app.router.add_post("/api/services/{domain}/{service}", fake.api.service)
-    ctl = web.Application(middlewares=[Control.bad_input])
+    ctl = web.Application(middlewares=[bad_input])
     Control(fake).routes(ctl)
     runners = []
     for a in (app, ctl):

@@ -12,75 +12,31 @@ Only the Python standard library is used on this side; the fake itself
 (tests/fakes/fake_homeassistant.py) runs under /usr/bin/python3 with aiohttp.
 """
 import json
-import os
 import pathlib
-import signal
-import subprocess
 import time
-import urllib.request
 
 from console_util import write_config
+from plat_util import FakeProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_homeassistant.py"
 TOKEN = "fake-ha-long-lived-token.hermes-test-0123456789"
 
 
-class FakeHA:
+class FakeHA(FakeProcess):
     """The fake Home Assistant, run as a child process; its control API as methods."""
 
     def __init__(self, directory, token=TOKEN):
-        self.dir = pathlib.Path(directory) / f"fake-ha-{time.monotonic_ns()}"
-        self.dir.mkdir(parents=True)
+        super().__init__(directory, FAKE, ["--token", token], prefix="fake-ha")
         self.token = token
-        self.proc = None
 
     def start(self):
-        self._err = open(self.dir / "fake.log", "wb")
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", str(FAKE), "--dir", str(self.dir), "--token", self.token],
-            stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("fake Home Assistant did not start: " +
-                               (self.dir / "fake.log").read_text(errors="replace"))
-        self.info = json.loads(line)
+        super().start()
         for key in ("http_url", "https_url", "ca", "ctl_port"):
             setattr(self, key, self.info[key])
         return self
 
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-        self._err.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def log(self):
-        return (self.dir / "fake.log").read_text(errors="replace")
-
     # -- control API -------------------------------------------------------
-    def _ctl(self, method, path, body=None, timeout=30):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.ctl_port}{path}", data=data,
-                                     method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
-
     def seed(self, states):
         """Sets states without firing events: [(entity_id, state[, attributes])]."""
         return self._ctl("POST", "/seed", {"states": [self._spec(*s) for s in states]})

@@ -1,6 +1,13 @@
 """Helpers every platform's scenarios share: a platform's entry in /v1/status,
-waiting for its state, for a worker generation, a supervised gateway."""
+waiting for its state, for a worker generation, a supervised gateway, a fake
+server run as a child process."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
 import time
+import urllib.request
 
 from conftest import free_port
 from console_util import Console
@@ -53,3 +60,56 @@ def start_supervised(build, home, name, make_config):
     con.wait_ready()
     wait_platform_state(con, name, "up")
     return sup, con
+
+
+class FakeProcess:
+    """A fake server run as a child process under /usr/bin/python3.  It prints one
+    JSON line (ports, urls, ca, ctl_port) once ready; that line is self.info.
+    Subclasses add their control API on top of _ctl()."""
+
+    def __init__(self, directory, script, args, prefix="fake"):
+        self.dir = pathlib.Path(directory) / f"{prefix}-{time.monotonic_ns()}"
+        self.dir.mkdir(parents=True)
+        self.script, self.args, self.proc = script, list(args), None
+
+    def start(self):
+        self._err = open(self.dir / "fake.log", "wb")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(self.script), "--dir", str(self.dir)] + self.args,
+            stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.script.name} did not start: " + self.log())
+        self.info = json.loads(line)
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+        self._err.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def log(self):
+        return (self.dir / "fake.log").read_text(errors="replace")
+
+    def _ctl(self, method, path, body=None, timeout=30):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.info['ctl_port']}{path}",
+                                     data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())

@@ -6,6 +6,7 @@ restart scenarios run the real supervisor: Home Assistant replays nothing, so
 what changed while no worker was connected must be found by comparing
 get_states with the snapshot of the states last seen.
 """
+import contextlib
 import json
 import os
 import signal
@@ -306,13 +307,20 @@ def test_secrets_from_the_environment(gw, fake):
 
 # ---- restarts ------------------------------------------------------------------------
 
-def start_supervised(build, tmp_path, fake, ha=None):
-    return plat_start_supervised(build, tmp_path, NAME,
-                                 lambda port: ha_config(tmp_path, port, fake, ha))
-
-
-def wait_generation(con, gen, timeout=30.0):
-    return plat_wait_generation(con, NAME, gen, timeout)
+@contextlib.contextmanager
+def supervised(build, tmp_path, fake, ha=None):
+    """The real supervisor, once the worker has its snapshot of the states seen; the
+    console client is yielded, the log printed when the body fails."""
+    sup, con = plat_start_supervised(build, tmp_path, NAME,
+                                     lambda port: ha_config(tmp_path, port, fake, ha))
+    try:
+        wait_snapshot(tmp_path)
+        yield con
+    except Exception:
+        dump_logs(sup)
+        raise
+    finally:
+        sup.stop()
 
 
 def wait_snapshot(home, timeout=30.0):
@@ -326,21 +334,27 @@ def wait_snapshot(home, timeout=30.0):
     return path
 
 
-def restart(con, n):
-    """/restart from the console as its admin; waits for the n-th online notice."""
-    con.post("/restart", chat_id="ops", user_id="local", retry=True)
+def wait_online(con, n):
+    """Waits for the n-th "Gateway online" notice in the console chat ops."""
     con.wait_messages("ops", lambda ms: sum(m["text"].startswith("Gateway online")
                                             for m in ms) >= n, timeout=60)
+
+
+def changed_on(entity):
+    return f"[Home Assistant] {entity} ({entity}): changed from 'off' to 'on'"
+
+
+def not_shown_once(fake, want):
+    """The texts of want that are not exactly one visible notification."""
+    visible = [v["message"] for v in fake.visible().values()]
+    return [t for t in want if visible.count(t) != 1]
 
 
 def test_change_while_stopped_reported_once(build, tmp_path, fake):
     """Between two supervised generations: what changed is reported once, what flipped
     and flipped back (lost by design) and what did not change are not."""
     fake.seed([("light.a", "off"), ("light.b", "off"), ("light.c", "off")])
-    sup, con = start_supervised(build, tmp_path, fake,
-                                ha={"home_channel": "mobile_app_phone"})
-    try:
-        wait_snapshot(tmp_path)
+    with supervised(build, tmp_path, fake, ha={"home_channel": "mobile_app_phone"}) as con:
         fake.configure(hold=True)
         os.kill(con.status()["worker_pid"], signal.SIGUSR1)     # no marker: home is told
         fake.wait_stat("held", 1)
@@ -349,7 +363,7 @@ def test_change_while_stopped_reported_once(build, tmp_path, fake):
         fake.set_state("light.b", "on")
         fake.set_state("light.b", "off")
         fake.release()
-        wait_generation(con, 1)
+        plat_wait_generation(con, NAME, 1)
         wait_message(fake, turned("light.a", True))
         fake.wait_calls(lambda cs: any(c["service"] == "notify.mobile_app_phone"
                                        for c in cs))
@@ -362,11 +376,6 @@ def test_change_while_stopped_reported_once(build, tmp_path, fake):
         assert notice[0]["body"]["message"].startswith("Gateway online (generation 1")
         assert "notification_id" not in notice[0]["body"]
         assert fake.stats()["events_unheard"] == 3
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 def test_100_changes_across_10_restarts(build, tmp_path, fake):
@@ -374,40 +383,30 @@ def test_100_changes_across_10_restarts(build, tmp_path, fake):
     answered exactly once: live, from the journal, or found by get_states."""
     ents = [f"input_boolean.b{i:03d}" for i in range(100)]
     fake.seed([(e, "off") for e in ents])
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
-        wait_snapshot(tmp_path)
+    with supervised(build, tmp_path, fake) as con:
         for r in range(10):
             con.post("/restart", chat_id="ops", user_id="local", retry=True)
             for e in ents[r * 10:(r + 1) * 10]:
                 fake.set_state(e, "on")
                 time.sleep(0.02)
-            con.wait_messages("ops", lambda ms, r=r: sum(
-                m["text"].startswith("Gateway online") for m in ms) >= r + 1, timeout=60)
-        want = [f"[Home Assistant] {e} ({e}): changed from 'off' to 'on'" for e in ents]
+            wait_online(con, r + 1)
+        want = [changed_on(e) for e in ents]
         fake.wait_calls(lambda cs: set(want) <= set(messages(cs)), timeout=90)
         time.sleep(1.5)
+        assert not_shown_once(fake, want) == []
         calls = fake.all_calls()
-        visible = [v["message"] for v in fake.visible().values()]
-        assert [t for t in want if visible.count(t) != 1] == []
-        posts = messages(calls)
         ids = {}
         for c in calls:
             ids.setdefault(c["body"]["message"], set()).add(c["body"]["notification_id"])
         assert all(len(v) == 1 for v in ids.values())      # a resend replaces itself
         st = fake.state()
-        gaps = st["gaps"]
+        gaps, posts = st["gaps"], messages(calls)
         print("posts", len(posts), "resent", len(posts) - len(set(posts)),
               "heard live", 100 - st["stats"]["events_unheard"],
               "found by get_states", st["stats"]["events_unheard"],
               "gap ms p50 %.0f max %.0f" % (statistics.median(gaps) * 1000,
                                             max(gaps) * 1000))
         assert len(gaps) >= 10
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 def test_restart_gap_measured(build, tmp_path, fake):
@@ -415,7 +414,6 @@ def test_restart_gap_measured(build, tmp_path, fake):
     is subscribed are lost.  Measured with one entity flipping every 20 ms across
     5 restarts; the latest state always arrives."""
     fake.seed([("switch.flip", "off")])
-    sup, con = start_supervised(build, tmp_path, fake)
     stop = threading.Event()
     flips = []
 
@@ -423,58 +421,42 @@ def test_restart_gap_measured(build, tmp_path, fake):
         on = False
         while not stop.is_set():
             on = not on
-            r = fake.set_state("switch.flip", "on" if on else "off")
-            flips.append(r["receivers"])
+            flips.append(fake.set_state("switch.flip", "on" if on else "off")["receivers"])
             time.sleep(0.02)
     t = threading.Thread(target=flipper)
-    try:
-        wait_snapshot(tmp_path)
+    with supervised(build, tmp_path, fake) as con:
         t.start()
-        for r in range(5):
-            restart(con, r + 1)
-            time.sleep(0.3)
-        stop.set()
-        t.join()
+        try:
+            for r in range(5):
+                con.post("/restart", chat_id="ops", user_id="local", retry=True)
+                wait_online(con, r + 1)
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            t.join()
         final = fake.set_state("switch.flip", "final")      # a last, distinct state
         want = "[Home Assistant] switch.flip (switch.flip): changed from "
         fake.wait_calls(lambda cs: any(m.startswith(want) and m.endswith("'final'")
                                        for m in messages(cs)), timeout=60)
         time.sleep(1.0)
-        reported = len(messages(fake.all_calls()))
+        reported = len(messages(fake.all_calls())) - 1
         unheard = sum(1 for n in flips if n == 0)
-        gaps = fake.state()["gaps"]
-        print("flips", len(flips), "reported", reported - 1, "while unsubscribed", unheard,
-              "gaps ms", [round(g * 1000) for g in gaps])
+        print("flips", len(flips), "reported", reported, "while unsubscribed", unheard,
+              "gaps ms", [round(g * 1000) for g in fake.state()["gaps"]])
         assert final["fired"]
         assert unheard > 0                      # the gap is real
-        assert reported - 1 <= len(flips)       # never more reports than changes
-        assert reported - 1 >= len(flips) - unheard - 5 * 3   # only what the gap hid
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        stop.set()
-        if t.is_alive():
-            t.join()
-        sup.stop()
+        assert reported <= len(flips)           # never more reports than changes
+        assert reported >= len(flips) - unheard - 5 * 3     # only what the gap hid
 
 
 def test_sigkill_mid_stream_loses_nothing(build, tmp_path, fake):
     ents = [f"input_boolean.k{i:02d}" for i in range(40)]
     fake.seed([(e, "off") for e in ents])
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
-        wait_snapshot(tmp_path)
+    with supervised(build, tmp_path, fake) as con:
         fake.set_states([(e, "on") for e in ents[:20]])
         os.kill(con.status()["worker_pid"], signal.SIGKILL)
         fake.set_states([(e, "on") for e in ents[20:]])
-        want = [f"[Home Assistant] {e} ({e}): changed from 'off' to 'on'" for e in ents]
+        want = [changed_on(e) for e in ents]
         fake.wait_calls(lambda cs: set(want) <= set(messages(cs)), timeout=90)
         time.sleep(1.0)
-        visible = [v["message"] for v in fake.visible().values()]
-        assert [t for t in want if visible.count(t) != 1] == []
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
+        assert not_shown_once(fake, want) == []
