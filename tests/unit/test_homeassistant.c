@@ -550,6 +550,7 @@ START_TEST(test_create_errors)
 		{ "{\"token\":\"t\",\"watch_all\":\"yes\"}", "watch_all: must be true or false" },
 		{ "{\"token\":\"t\",\"cooldown\":-1}", "cooldown: must be a number of seconds" },
 		{ "{\"token\":\"t\",\"ping_interval\":0}", "ping_interval: must be a number" },
+		{ "{\"token\":\"t\",\"limits\":{\"chat_rate\":\"fast\"}}", "limits" },
 	};
 	struct event_base *base = event_base_new();
 	char err[512];

@@ -523,7 +523,7 @@ static const struct kit_ops ha_kit_ops = {
 };
 
 static const char *const ha_keys[] = { "token", "url", "watch_domains", "watch_entities",
-	"ignore_entities", "watch_all", "cooldown", "ping_interval", NULL };
+	"ignore_entities", "watch_all", "cooldown", "ping_interval", "limits", NULL };
 
 /* A number of seconds in [min, max] (the kit has no getter for it). */
 static int
@@ -589,6 +589,8 @@ ha_conf_warn(const struct ha *ha, const struct hass_filter *f)
 		    "http: use https:// unless the network is trusted", ha->name);
 }
 
+static void ha_free(void *self);
+
 static void *
 ha_create(const struct plat_env *env, char *err, size_t errlen)
 {
@@ -616,6 +618,10 @@ ha_create(const struct plat_env *env, char *err, size_t errlen)
 	ha_conf_warn(ha, &f);
 	ha->track = hass_track_new(&f, cooldown);
 	ha->kit = kit_new(env, &ha_kit_ops, ha);
+	if (kit_conf_limits(env, ha->kit, err, errlen) < 0) {
+		ha_free(ha);
+		return NULL;
+	}
 	return ha;
 }
 
