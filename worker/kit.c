@@ -325,13 +325,24 @@ kit_sent(void *arg, int ok)
 	free(c);
 }
 
-/* An id made fit for a key: printable, no spaces, bounded. */
+/*
+ * An id made fit for a key: printable, no spaces or dots; an id longer
+ * than 100 bytes is replaced by a hash of it, so two long ids never share
+ * a key.
+ */
 static void
 kit_key_part(char *dst, size_t len, const char *id)
 {
-	size_t i;
+	size_t i, n = strlen(id);
+	uint64_t h = 1469598103934665603ULL;
 
-	for (i = 0; id[i] != '\0' && i + 1 < len && i < 120; i++)
+	if (n > 100) {
+		for (i = 0; i < n; i++)
+			h = (h ^ (unsigned char)id[i]) * 1099511628211ULL;
+		snprintf(dst, len, "h%016llx", (unsigned long long)h);
+		return;
+	}
+	for (i = 0; i < n && i + 1 < len; i++)
 		dst[i] = (unsigned char)id[i] <= 0x20 || id[i] == 0x7f || id[i] == '.' ? '_' : id[i];
 	dst[i] = '\0';
 }
