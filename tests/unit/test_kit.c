@@ -357,6 +357,26 @@ START_TEST(test_stop_drains_then_closes)
 }
 END_TEST
 
+/* Two long inbound ids with a common start: their replies' keys differ. */
+START_TEST(test_long_ids_distinct_keys)
+{
+	char a[160], b[160];
+
+	memset(a, 'x', 150);
+	a[150] = '\0';
+	memcpy(b, a, sizeof(b));
+	a[149] = '1';
+	b[149] = '2';
+	worker_up();
+	inbound(a, "c1", "one", INTAKE_NEW);
+	inbound(b, "c1", "two", INTAKE_NEW);
+	kit_commit(fp.kit, NULL, on_commit, NULL);
+	run_until_int(&fp.nsent, 2);
+	ck_assert_str_ne(fp.keys[0], fp.keys[1]);
+	ck_assert_uint_lt(strlen(fp.keys[0]), 64);
+}
+END_TEST
+
 /* Another process holds the journal: the platform waits, then takes it. */
 START_TEST(test_journal_held_then_free)
 {
@@ -442,6 +462,7 @@ kit_suite(void)
 	tcase_add_test(tc, test_journal_held_then_free);
 	tcase_add_test(tc, test_invalid_inbound);
 	tcase_add_test(tc, test_conf_limits);
+	tcase_add_test(tc, test_long_ids_distinct_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }
