@@ -462,3 +462,50 @@ def test_sigkill_next_worker_loses_nothing(build, tmp_path, fake):
         raise
     finally:
         sup.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs for the state directory, to fill up (needs root)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=2m tmpfs {mnt} 2>/dev/null"):
+        pytest.skip("mounting a tmpfs needs root")
+    yield mnt
+    os.system(f"umount -l {mnt}")
+
+
+def test_full_disk_events_left_unacknowledged_then_answered(build, tmp_path, fake, small_disk):
+    """An event the journal cannot hold is not acknowledged: Feishu pushes it again and it
+    is answered once the disk has room."""
+    port = free_port()
+    cfg = fs_config(tmp_path, port, fake, extra={"state_dir": str(small_disk / "state")})
+    w = WorkerProc(build, cfg, home=tmp_path).start()
+    try:
+        con = Console(port)
+        con.wait_ready()
+        wait_state(con, "up")
+        fake.message(user_id=USER, text="before")
+        wait_text(fake, "before")
+        filler = small_disk / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        big = "disk full " + "y" * 5000     # more than a page: the journal must grow
+        m = fake.message(user_id=USER, text=big)
+        wait_state(con, "backoff", detail="No space left", timeout=30)
+        time.sleep(4)                   # one more push at least, still no room
+        assert not fake.events()[m["event_id"]]["acked"]
+        assert big not in texts(fake.all_sent())
+        filler.unlink()
+        wait_text(fake, big, timeout=60)
+        assert texts(fake.all_sent()).count(big) == 1
+        assert fake.events()[m["event_id"]]["pushes"] >= 2
+        assert w.alive()
+    finally:
+        dump_logs(w)
+        w.stop()
