@@ -306,6 +306,7 @@ class Conn:
     def __init__(self, ws, request, service, device):
         self.ws, self.request, self.service, self.device = ws, request, service, device
         self.muted = False
+        self.pushed = 0                 # events pushed to this connection
         self.pings = []                 # monotonic times of the client's pings
         self.queue = asyncio.Queue()
         self.writer = asyncio.ensure_future(self._write())
@@ -469,6 +470,7 @@ class LongConn:
         p.pushes += 1
         p.last, p.conn = time.monotonic(), conn
         self.stats["pushes"] += 1
+        conn.pushed += 1
         if conn.muted:
             return
         for fr in frames:
@@ -746,7 +748,7 @@ class Control(DiscordControl):
         f = self.fake
         return web.json_response({
             "stats": f.stats, "events": f.lc.summary(), "config": f.cfg.public(),
-            "connections": [{"device_id": c.device, "pings": len(c.pings),
+            "connections": [{"device_id": c.device, "pings": len(c.pings), "pushed": c.pushed,
                              "ping_gaps": [round(b - a, 3) for a, b in
                                            zip(c.pings, c.pings[1:])][-10:],
                              "muted": c.muted} for c in f.lc.conns]})

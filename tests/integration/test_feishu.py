@@ -274,6 +274,33 @@ def test_pong_client_config_changes_ping_interval(gw, fake):
     assert "ping interval to 1 s" in w.log()
 
 
+def test_two_workers_cluster_mode_each_event_once(build, tmp_path, fake):
+    """Two gateways on one app (separate state): Feishu hands each event to one of them."""
+    procs = []
+    try:
+        for name in ("a", "b"):
+            d = tmp_path / name
+            d.mkdir()
+            port = free_port()
+            procs.append(WorkerProc(build, fs_config(d, port, fake), home=d).start())
+            con = Console(port)
+            con.wait_ready()
+            wait_state(con, "up")
+        assert len(fake.state()["connections"]) == 2
+        fake.messages([dict(user_id=USER, text=f"c{i}") for i in range(30)])
+        want = [f"c{i}" for i in range(30)]
+        fake.wait_sent(lambda ss: set(want) <= set(texts(ss)))
+        time.sleep(1.0)
+        got = texts(fake.all_sent())
+        assert [t for t in want if got.count(t) != 1] == []
+        assert all(c["pushed"] > 0 for c in fake.state()["connections"])
+        no_bad_acks(fake)
+    finally:
+        dump_logs(*procs)
+        for p in procs:
+            p.stop()
+
+
 # ---- REST faults ------------------------------------------------------------------------
 
 def test_token_refreshed_on_expiry_and_on_99991663(gw, fake):
@@ -289,7 +316,8 @@ def test_token_refreshed_on_expiry_and_on_99991663(gw, fake):
     fake.message(user_id=USER, text="after revocation")
     wait_text(fake, "after revocation")
     assert texts(fake.all_sent()).count("after revocation") == 1
-    assert fake.app_secret not in w.log()
+    assert fake.app_secret not in w.log() and "t-g1" not in w.log()     # nor a token
+    assert "t-g1" not in json.dumps(con.status())
 
 
 def test_rate_limits_and_recalled_reply(gw, fake):

@@ -49,6 +49,7 @@ struct fs {
 	char bot_open_id[128];
 
 	struct ws *ws;
+	unsigned ws_gen;                /* counts connections: a commit knows its own */
 	enum fs_phase phase;
 	int32_t service_id;
 	uint64_t ping_usec;
@@ -60,6 +61,13 @@ struct fs {
 };
 
 /* ---- pure helpers ------------------------------------------------------- */
+
+/* Untrusted text (a server's message, an id) made fit to log, cut to the buffer. */
+static const char *
+fs_safe(char *buf, size_t len, const char *s)
+{
+	return log_escape(buf, len, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+}
 
 char *
 fs_domain_url(const char *d)
@@ -258,8 +266,9 @@ fs_query_int(const char *url, const char *key)
 		q++;
 		if (strncmp(q, key, n) == 0 && q[n] == '=') {
 			v = strtoll(q + n + 1, &end, 10);
-			return end != q + n + 1 && (*end == '\0' || *end == '&') && v >= INT32_MIN &&
-			    v <= INT32_MAX ? v : -1;
+			if (end == q + n + 1 || (*end != '\0' && *end != '&'))
+				return -1;
+			return v >= 0 && v <= INT32_MAX ? v : -1;
 		}
 		q = strchr(q, '&');
 	}
@@ -286,6 +295,7 @@ fs_endpoint_parse(int status, const char *body, size_t len, struct fs_endpoint *
 	const cJSON *d = json_obj(o, "data");
 	const char *url = json_str(d, "URL"), *msg = json_str(o, "msg");
 	int64_t code = -1, ping = 0, svc;
+	char m[100];
 	int r = 1;
 
 	memset(e, 0, sizeof(*e));
@@ -295,9 +305,9 @@ fs_endpoint_parse(int status, const char *body, size_t len, struct fs_endpoint *
 	else if (code == 1 || code == 1000040343 || code < 0)
 		snprintf(buf, buflen, "the endpoint is busy (code %" PRId64 ")", code);
 	else if (code != 0) {
-		snprintf(buf, buflen, "the endpoint refuses the app: code %" PRId64 ": %.100s "
+		snprintf(buf, buflen, "the endpoint refuses the app: code %" PRId64 ": %s "
 		    "(check app_id and app_secret; long connections need a self-built app)", code,
-		    msg != NULL ? msg : "");
+		    fs_safe(m, sizeof(m), msg));
 		r = -1;
 	} else if (url == NULL || strncmp(url, "ws", 2) != 0 || strpbrk(url, " \r\n") != NULL ||
 	    (svc = fs_query_int(url, "service_id")) < 0)
@@ -428,7 +438,7 @@ fs_event_remember(struct fs *fs, const char *id)
 /* An event's frame, kept until the journal holds the event, then echoed as its ack. */
 struct fs_ack {
 	struct fs *fs;
-	struct ws *ws;                  /* the connection it came on */
+	unsigned ws_gen;                /* the connection it came on */
 	struct fsf_frame frame;
 	char event_id[72];
 	uint64_t start;
@@ -454,7 +464,7 @@ fs_committed(void *arg, int ok)
 	struct fs *fs = c->fs;
 	const char *err;
 
-	if (c->ws == fs->ws && fs->ws != NULL) {
+	if (c->ws_gen == fs->ws_gen && fs->ws != NULL) {
 		if (ok)
 			fs_ack(fs, c);
 		else if (!fs->journal_failed) {
@@ -462,7 +472,8 @@ fs_committed(void *arg, int ok)
 			err = intake_error(kit_intake(fs->kit));
 			log_warnx("%s: the journal cannot be written; events are left "
 			    "unacknowledged for Feishu to push again", fs->name);
-			fs_fail(fs, LINK_TRANSIENT, err != NULL ? err : "the journal cannot be written");
+			fs_fail(fs, LINK_TRANSIENT, err != NULL ? err :
+			    "the journal cannot be written");
 		}
 	}
 	fsf_clear(&c->frame);
@@ -508,9 +519,10 @@ fs_event(struct fs *fs, struct fsf_frame *f, const char *payload, size_t len)
 	const char *id = json_str(json_obj(ev, "header"), "event_id");
 	const char *type = json_str(json_obj(ev, "header"), "event_type");
 	struct fs_ack *c = xcalloc(1, sizeof(*c));
+	char safe[80];
 
 	c->fs = fs;
-	c->ws = fs->ws;
+	c->ws_gen = fs->ws_gen;
 	c->start = mono_usec();
 	c->frame = *f;
 	memset(f, 0, sizeof(*f));
@@ -519,7 +531,8 @@ fs_event(struct fs *fs, struct fsf_frame *f, const char *payload, size_t len)
 		log_warnx("%s: an event that is not JSON with a header (event_id, event_type); "
 		    "acknowledged and dropped", fs->name);
 	else if (fs_event_seen(fs, id)) {
-		log_debug("%s: event %.72s pushed again; acknowledged", fs->name, id);
+		log_debug("%s: event %s pushed again; acknowledged", fs->name,
+		    fs_safe(safe, sizeof(safe), id));
 		fs_ack(fs, c);
 		fsf_clear(&c->frame);
 		free(c);
@@ -528,7 +541,8 @@ fs_event(struct fs *fs, struct fsf_frame *f, const char *payload, size_t len)
 	} else if (strcmp(type, "im.message.receive_v1") == 0)
 		fs_message(fs, ev);
 	else
-		log_debug("%s: an event of type %.60s; acknowledged", fs->name, type);
+		log_debug("%s: an event of type %s; acknowledged", fs->name,
+		    fs_safe(safe, sizeof(safe), type));
 	cJSON_Delete(ev);
 	kit_commit(fs->kit, NULL, fs_committed, c);
 }
@@ -552,8 +566,8 @@ fs_data(struct fs *fs, struct fsf_frame *f)
 		return;
 	}
 	r = fsf_frags_add(fs->frags, fsf_header(f, "message_id"), sum > 65536 ? 65536 :
-	    (unsigned)sum, seq > 65536 ? 65536 : (unsigned)seq, f->payload != NULL ? f->payload : (const unsigned char *)"",
-	    f->payload_len, mono_usec(), &whole, &len, &why);
+	    (unsigned)sum, seq > 65536 ? 65536 : (unsigned)seq, f->payload != NULL ?
+	    (const void *)f->payload : "", f->payload_len, mono_usec(), &whole, &len, &why);
 	if (r < 0)
 		log_warnx("%s: a fragment refused: %s", fs->name, why);
 	if (r == 1)
@@ -658,6 +672,7 @@ fs_endpoint_done(void *arg, const struct http_response *r)
 	fs->service_id = e.service_id;
 	fs->ping_usec = (uint64_t)(e.ping_sec != 0 ? e.ping_sec : FS_PING_SEC) * 1000000;
 	fs->phase = FS_OPENING;
+	fs->ws_gen++;
 	fs->ws = ws_new(fs->base, fs->dns, fs->tls, e.url, &o, fs_ws_cb, fs);
 	free(e.url);
 	if (fs->ws == NULL)
@@ -671,7 +686,7 @@ fs_bot_done(void *arg, const struct http_response *r)
 	cJSON *o = cJSON_ParseWithLength(r->body, r->body_len);
 	const char *id = json_str(json_obj(o, "bot"), "open_id");
 	int64_t code = -1;
-	char why[200];
+	char why[200], m[100];
 
 	fs->step_call = NULL;
 	(void)json_i64(o, "code", INT64_MIN, INT64_MAX, &code);
@@ -681,8 +696,8 @@ fs_bot_done(void *arg, const struct http_response *r)
 		fs_step(fs);
 	} else {
 		snprintf(why, sizeof(why), "GET /open-apis/bot/v3/info: HTTP %d, code %" PRId64
-		    ": %.80s", r->status, code, json_str(o, "msg") ? json_str(o, "msg") :
-		    r->status == 0 ? r->error : "");
+		    ": %s", r->status, code, r->status == 0 ? r->error :
+		    fs_safe(m, sizeof(m), json_str(o, "msg")));
 		fs_fail(fs, code > 0 && r->status < 500 ? LINK_UNAUTHORIZED_FAIL : LINK_TRANSIENT,
 		    why);
 	}
@@ -751,6 +766,7 @@ fs_token_take(struct fs *fs, const struct http_response *r, char *why, size_t le
 	cJSON *o = cJSON_ParseWithLength(r->body, r->body_len);
 	const char *tok = json_str(o, "tenant_access_token"), *msg = json_str(o, "msg");
 	int64_t code = -1, expire = 0;
+	char m[100];
 	int rc = -1;
 
 	(void)json_i64(o, "code", INT64_MIN, INT64_MAX, &code);
@@ -768,8 +784,9 @@ fs_token_take(struct fs *fs, const struct http_response *r, char *why, size_t le
 	} else if (r->status == 0)
 		snprintf(why, len, "tenant_access_token: %.200s", r->error);
 	else {
-		snprintf(why, len, "tenant_access_token: HTTP %d, code %" PRId64 ": %.100s",
-		    r->status, code, msg != NULL ? msg : "no token in the answer");
+		snprintf(why, len, "tenant_access_token: HTTP %d, code %" PRId64 ": %s",
+		    r->status, code, msg != NULL ? fs_safe(m, sizeof(m), msg) :
+		    "no token in the answer");
 		rc = code > 0 && r->status < 500 ? -2 : -1;
 	}
 	cJSON_Delete(o);
@@ -785,7 +802,9 @@ fs_token_done(void *arg, const struct http_response *r)
 
 	fs->token_call = NULL;
 	rc = fs_token_take(fs, r, why, sizeof(why));
-	if (rc == 0 && fs->phase == FS_TOKEN)
+	if (kit_stopping(fs->kit))
+		evtimer_del(fs->token_ev);
+	else if (rc == 0 && fs->phase == FS_TOKEN)
 		fs_step(fs);
 	else if (rc < 0 && fs->phase == FS_TOKEN)
 		fs_fail(fs, rc == -2 ? LINK_UNAUTHORIZED_FAIL : LINK_TRANSIENT, why);
@@ -867,15 +886,16 @@ fs_sent(void *arg, const struct http_response *r)
 	int refresh, all;
 	double ra = 1;
 	enum outq_result res;
-	char why[240];
+	char why[300], chat[80], m[100];
 
 	(void)json_i64(o, "code", INT64_MIN, INT64_MAX, &code);
 	res = fs_send_classify(r->status, code, s->reply, &refresh, &all);
+	(void)fs_safe(chat, sizeof(chat), s->chat);
 	if (r->status == 0)
-		snprintf(why, sizeof(why), "sending to %s: %.150s", s->chat, r->error);
+		snprintf(why, sizeof(why), "sending to %s: %.150s", chat, r->error);
 	else
-		snprintf(why, sizeof(why), "sending to %s: HTTP %d, code %" PRId64 ": %.100s",
-		    s->chat, r->status, code, msg != NULL ? msg : "");
+		snprintf(why, sizeof(why), "sending to %s: HTTP %d, code %" PRId64 ": %s",
+		    chat, r->status, code, fs_safe(m, sizeof(m), msg));
 	if (refresh && fs->auth != NULL && strcmp(fs->auth, s->auth) == 0) {
 		explicit_bzero(fs->auth, strlen(fs->auth));
 		free(fs->auth);
@@ -919,7 +939,8 @@ fs_send_body(const struct outq_piece *p, const char *target)
 	    !cJSON_AddStringToObject(o, "msg_type", "text") ||
 	    !cJSON_AddStringToObject(o, "content", content) ||
 	    !cJSON_AddStringToObject(o, "uuid", uuid) ||
-	    (target != NULL && !cJSON_AddBoolToObject(o, "reply_in_thread", p->thread_id != NULL)) ||
+	    (target != NULL &&
+	    !cJSON_AddBoolToObject(o, "reply_in_thread", p->thread_id != NULL)) ||
 	    (s = cJSON_PrintUnformatted(o)) == NULL)
 		fatalx("%s: out of memory", __func__);
 	free(content);
