@@ -650,6 +650,7 @@ class Rest:
                 "sender": {"id": APP_ID, "id_type": "app_id", "sender_type": "app",
                            "tenant_key": TENANT}, "body": {"content": body["content"]}}
         entry = {"via": via, "chat_id": chat, "text": text, "uuid": u, "data": data,
+                 "time": time.time(),
                  "reply_to": parent["message_id"] if parent else None,
                  "reply_in_thread": body.get("reply_in_thread"), "thread_id": m["thread_id"],
                  "root_id": m["root_id"], "message_id": m["message_id"]}

@@ -327,6 +327,7 @@ fs_endpoint_parse(int status, const char *body, size_t len, struct fs_endpoint *
 
 static void fs_step(struct fs *fs);
 static void fs_token_fetch(struct fs *fs);
+static void fs_token_forget(struct fs *fs, const char *auth);
 
 /* Drops the connection and any step in progress (not a token fetch: sends share it). */
 static void
@@ -686,20 +687,24 @@ fs_bot_done(void *arg, const struct http_response *r)
 	cJSON *o = cJSON_ParseWithLength(r->body, r->body_len);
 	const char *id = json_str(json_obj(o, "bot"), "open_id");
 	int64_t code = -1;
+	int refresh, all;
+	enum outq_result res;
 	char why[200], m[100];
 
 	fs->step_call = NULL;
 	(void)json_i64(o, "code", INT64_MIN, INT64_MAX, &code);
-	if (r->status == 200 && code == 0 && id != NULL && id[0] != '\0' &&
-	    strlen(id) < sizeof(fs->bot_open_id)) {
+	res = fs_send_classify(r->status, code, 0, &refresh, &all);
+	if (res == OUTQ_OK && id != NULL && id[0] != '\0' && strlen(id) < sizeof(fs->bot_open_id)) {
 		snprintf(fs->bot_open_id, sizeof(fs->bot_open_id), "%s", id);
 		fs_step(fs);
 	} else {
 		snprintf(why, sizeof(why), "GET /open-apis/bot/v3/info: HTTP %d, code %" PRId64
 		    ": %s", r->status, code, r->status == 0 ? r->error :
 		    fs_safe(m, sizeof(m), json_str(o, "msg")));
-		fs_fail(fs, code > 0 && r->status < 500 ? LINK_UNAUTHORIZED_FAIL : LINK_TRANSIENT,
-		    why);
+		if (refresh)
+			fs_token_forget(fs, fs->auth);
+		fs_fail(fs, res == OUTQ_REJECTED || res == OUTQ_UNAUTHORIZED ?
+		    LINK_UNAUTHORIZED_FAIL : LINK_TRANSIENT, why);
 	}
 	cJSON_Delete(o);
 }
@@ -843,6 +848,18 @@ fs_token_fetch(struct fs *fs)
 		fs_fail(fs, LINK_FATAL, "domain is not a usable URL");
 }
 
+/* The token auth was refused: a new one is fetched (unless another replaced it already). */
+static void
+fs_token_forget(struct fs *fs, const char *auth)
+{
+	if (fs->auth == NULL || auth == NULL || strcmp(fs->auth, auth) != 0)
+		return;
+	explicit_bzero(fs->auth, strlen(fs->auth));
+	free(fs->auth);
+	fs->auth = NULL;
+	fs_token_fetch(fs);
+}
+
 static void
 fs_token_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -896,12 +913,8 @@ fs_sent(void *arg, const struct http_response *r)
 	else
 		snprintf(why, sizeof(why), "sending to %s: HTTP %d, code %" PRId64 ": %s",
 		    chat, r->status, code, fs_safe(m, sizeof(m), msg));
-	if (refresh && fs->auth != NULL && strcmp(fs->auth, s->auth) == 0) {
-		explicit_bzero(fs->auth, strlen(fs->auth));
-		free(fs->auth);
-		fs->auth = NULL;
-		fs_token_fetch(fs);
-	}
+	if (refresh)
+		fs_token_forget(fs, s->auth);
 	reset = http_response_header(r, "x-ogw-ratelimit-reset");
 	if (res == OUTQ_RETRY_AFTER && reset != NULL && strtod(reset, NULL) > 0)
 		ra = strtod(reset, NULL) < 3600 ? strtod(reset, NULL) : 3600;
