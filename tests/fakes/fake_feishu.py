@@ -710,6 +710,8 @@ class Fake:
 class Control(DiscordControl):
     """The tests' side door: inject messages, read what the bot did, switch faults."""
 
+    chat_key = "chat_id"
+
     def routes(self, app):
         for method, path, fn in (
                 ("POST", "/message", self.message), ("POST", "/messages", self.messages),
@@ -726,24 +728,6 @@ class Control(DiscordControl):
         m = ev["event"]["message"]
         return {"event_id": ev["header"]["event_id"], "message_id": m["message_id"],
                 "chat_id": m["chat_id"], "thread_id": m["thread_id"]}
-
-    async def sent(self, request):
-        rest = self.fake.rest
-        after = int(request.query.get("after", 0))
-        deadline = time.monotonic() + float(request.query.get("wait", 0))
-        chat = request.query.get("chat_id")
-
-        def pick():
-            return [s for s in rest.sent[after:] if chat is None or s["chat_id"] == chat]
-        out = pick()
-        while not out and time.monotonic() < deadline:
-            try:
-                async with rest.sent_cond:
-                    await asyncio.wait_for(rest.sent_cond.wait(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                break
-            out = pick()
-        return web.json_response({"sent": out, "last": len(rest.sent)})
 
     async def state(self, request):
         f = self.fake

@@ -13,9 +13,10 @@ import time
 import pytest
 
 from conftest import free_port
-from console_util import Console, WorkerProc, write_config
+from console_util import Console, WorkerProc
 from feishu_util import FakeFeishu
-from plat_util import platform, start_supervised as plat_start_supervised
+from plat_util import Workers, platform, platform_config
+from plat_util import start_supervised as plat_start_supervised
 from plat_util import wait_generation as plat_wait_generation, wait_platform_state
 from tg_util import dump_logs
 
@@ -39,37 +40,22 @@ def fs_config(directory, port, fake, feishu=None, extra=None):
     fs = {"enabled": True, "app_id": fake.app_id, "app_secret": fake.app_secret,
           "domain": fake.domain, "allowed_users": ["*"], "admins": [ADMIN]}
     fs.update(feishu or {})
-    more = {"tls": {"ca_file": fake.ca}, "drain_timeout": 5}
-    more.update(extra or {})
-    path = write_config(directory, port, extra=more)
-    conf = json.loads(path.read_text())
-    conf["platforms"]["feishu"] = {k: v for k, v in fs.items() if v is not None}
-    path.write_text(json.dumps(conf, indent=2))
-    return path
+    return platform_config(directory, port, "feishu", fs, fake.ca, extra)
 
 
 def wait_state(con, state, detail=None, timeout=30.0):
     return wait_platform_state(con, "feishu", state, detail, timeout)
 
 
+def workers(build, home, fake):
+    return Workers(build, home, "feishu", lambda port, sec: fs_config(home, port, fake, sec))
+
+
 @pytest.fixture
 def gw(build, tmp_path, fake):
-    procs = []
-
-    def start(feishu=None, wait_up=True, env=None):
-        port = free_port()
-        cfg = fs_config(tmp_path, port, fake, feishu)
-        w = WorkerProc(build, cfg, home=tmp_path, env=env).start()
-        procs.append(w)
-        con = Console(port)
-        con.wait_ready()
-        if wait_up:
-            wait_state(con, "up")
-        return w, con
-    yield start
-    dump_logs(*procs)
-    for p in procs:
-        p.stop()
+    ws = workers(build, tmp_path, fake)
+    yield ws.start
+    ws.close()
 
 
 def texts(sent, chat=None):
@@ -145,7 +131,7 @@ def test_unaddressed_chatter_and_own_messages_ignored(gw, fake):
 
 
 def test_mentions_resolved_and_require_mention_off(gw, fake):
-    w, con = gw(feishu={"require_mention": False})
+    w, con = gw(section={"require_mention": False})
     g = fake.groups["general"]
     fake.message(chat_id=g, user_id=USER, text="no mention here")
     wait_text(fake, "no mention here")
@@ -155,7 +141,7 @@ def test_mentions_resolved_and_require_mention_off(gw, fake):
 
 
 def test_allowlist_and_admin(gw, fake):
-    w, con = gw(feishu={"allowed_users": [ADMIN]})
+    w, con = gw(section={"allowed_users": [ADMIN]})
     fake.message(user_id=USER, text="let me in")
     fake.message(user_id=ADMIN, text="the admin may")
     wait_text(fake, "the admin may")
@@ -276,16 +262,11 @@ def test_pong_client_config_changes_ping_interval(gw, fake):
 
 def test_two_workers_cluster_mode_each_event_once(build, tmp_path, fake):
     """Two gateways on one app (separate state): Feishu hands each event to one of them."""
-    procs = []
+    both = [workers(build, tmp_path / name, fake) for name in ("a", "b")]
     try:
-        for name in ("a", "b"):
-            d = tmp_path / name
-            d.mkdir()
-            port = free_port()
-            procs.append(WorkerProc(build, fs_config(d, port, fake), home=d).start())
-            con = Console(port)
-            con.wait_ready()
-            wait_state(con, "up")
+        for ws in both:
+            ws.home.mkdir()
+            ws.start()
         assert len(fake.state()["connections"]) == 2
         fake.messages([dict(user_id=USER, text=f"c{i}") for i in range(30)])
         want = [f"c{i}" for i in range(30)]
@@ -296,9 +277,8 @@ def test_two_workers_cluster_mode_each_event_once(build, tmp_path, fake):
         assert all(c["pushed"] > 0 for c in fake.state()["connections"])
         no_bad_acks(fake)
     finally:
-        dump_logs(*procs)
-        for p in procs:
-            p.stop()
+        for ws in both:
+            ws.close()
 
 
 # ---- REST faults ------------------------------------------------------------------------
@@ -362,7 +342,7 @@ def test_5xx_and_lost_response_posted_once(gw, fake):
 
 
 def test_bad_secret_unauthorized_no_hot_loop(gw, fake):
-    w, con = gw(feishu={"app_secret": "not-the-secret-at-all"}, wait_up=False)
+    w, con = gw(section={"app_secret": "not-the-secret-at-all"}, wait_up=False)
     p = wait_state(con, "unauthorized", detail="app secret invalid")
     assert "10014" in p["detail"]
     n = fake.stats()["rest"]["token"]
