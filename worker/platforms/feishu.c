@@ -62,6 +62,15 @@ struct fs {
 
 /* ---- pure helpers ------------------------------------------------------- */
 
+/* A secret's memory cleared, then freed.  NULL is a no-op. */
+static void
+fs_free_secret(char *s)
+{
+	if (s != NULL)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
 /* Untrusted text (a server's message, an id) made fit to log, cut to the buffer. */
 static const char *
 fs_safe(char *buf, size_t len, const char *s)
@@ -739,9 +748,7 @@ fs_step(struct fs *fs)
 	}
 	fs->phase = bot ? FS_BOT : FS_ENDPOINT;
 	fs->step_call = http_request(fs->http, &req, bot ? fs_bot_done : fs_endpoint_done, fs);
-	if (body != NULL)
-		explicit_bzero(body, strlen(body));
-	free(body);
+	fs_free_secret(body);
 	cJSON_Delete(b);
 	free(url);
 	if (fs->step_call == NULL)
@@ -749,6 +756,12 @@ fs_step(struct fs *fs)
 }
 
 /* ---- the tenant_access_token ----------------------------------------------- */
+
+/*
+ * An app token fetched with the app's credentials, used as a Bearer, fetched
+ * again before it expires and when the API refuses it.  DingTalk, QQ and WeCom
+ * have the same life cycle: a candidate for the kit.
+ */
 
 static int
 fs_token_valid(const struct fs *fs)
@@ -777,9 +790,7 @@ fs_token_take(struct fs *fs, const struct http_response *r, char *why, size_t le
 	(void)json_i64(o, "code", INT64_MIN, INT64_MAX, &code);
 	if (r->status == 200 && code == 0 && tok != NULL && tok[0] != '\0' && strlen(tok) < 1024 &&
 	    strpbrk(tok, " \t\r\n") == NULL && json_i64(o, "expire", 1, 86400, &expire) == 0) {
-		if (fs->auth != NULL)
-			explicit_bzero(fs->auth, strlen(fs->auth));
-		free(fs->auth);
+		fs_free_secret(fs->auth);
 		fs->auth = xasprintf("Bearer %s", tok);
 		fs->token_expiry = mono_usec() + (uint64_t)expire * 1000000;
 		fs->token_margin = (uint64_t)(expire < 240 ? expire / 4.0 * 1e6 : 60e6);
@@ -840,8 +851,7 @@ fs_token_fetch(struct fs *fs)
 	req.body = body;
 	req.body_len = strlen(body);
 	fs->token_call = http_request(fs->http, &req, fs_token_done, fs);
-	explicit_bzero(body, strlen(body));
-	free(body);
+	fs_free_secret(body);
 	free(url);
 	cJSON_Delete(b);
 	if (fs->token_call == NULL && fs->phase == FS_TOKEN)
@@ -854,8 +864,7 @@ fs_token_forget(struct fs *fs, const char *auth)
 {
 	if (fs->auth == NULL || auth == NULL || strcmp(fs->auth, auth) != 0)
 		return;
-	explicit_bzero(fs->auth, strlen(fs->auth));
-	free(fs->auth);
+	fs_free_secret(fs->auth);
 	fs->auth = NULL;
 	fs_token_fetch(fs);
 }
@@ -893,6 +902,14 @@ struct fs_send {
 };
 
 static void
+fs_send_free(struct fs_send *s)
+{
+	fs_free_secret(s->auth);
+	free(s->chat);
+	free(s);
+}
+
+static void
 fs_sent(void *arg, const struct http_response *r)
 {
 	struct fs_send *s = arg;
@@ -922,10 +939,7 @@ fs_sent(void *arg, const struct http_response *r)
 		outq_pause(kit_outq(fs->kit), ra);
 	outq_result(s->a, res, ra, res == OUTQ_OK ? NULL : why);
 	cJSON_Delete(o);
-	explicit_bzero(s->auth, strlen(s->auth));
-	free(s->auth);
-	free(s->chat);
-	free(s);
+	fs_send_free(s);
 }
 
 /* 1 when id may stand in a URL path as it is. */
@@ -998,9 +1012,7 @@ fs_send(void *plat, const struct outq_piece *p, struct outq_attempt *a)
 	req.body_len = strlen(body);
 	if (http_request(fs->http, &req, fs_sent, s) == NULL) {
 		outq_result(a, OUTQ_REJECTED, 0, "not a usable URL");
-		free(s->auth);
-		free(s->chat);
-		free(s);
+		fs_send_free(s);
 	}
 	free(url);
 	free(body);
@@ -1089,14 +1101,6 @@ fs_create(const struct plat_env *env, char *err, size_t errlen)
 	fs->events = xcalloc(FS_EVENTS, sizeof(*fs->events));
 	fs->kit = kit_new(env, &fs_kit_ops, fs);
 	return fs;
-}
-
-static void
-fs_free_secret(char *s)
-{
-	if (s != NULL)
-		explicit_bzero(s, strlen(s));
-	free(s);
 }
 
 static void
