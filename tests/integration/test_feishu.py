@@ -5,6 +5,7 @@ scenarios run the real supervisor: Feishu pushes an event again until it is
 acknowledged, the worker acknowledges only what its journal holds, so each
 message must be answered exactly once however the restarts fall.
 """
+import contextlib
 import json
 import os
 import signal
@@ -371,9 +372,18 @@ def test_config_from_environment_and_bad_domain(build, tmp_path, fake):
 
 # ---- restarts -------------------------------------------------------------------------
 
-def start_supervised(build, tmp_path, fake, feishu=None):
-    return plat_start_supervised(build, tmp_path, "feishu",
-                                 lambda port: fs_config(tmp_path, port, fake, feishu))
+@contextlib.contextmanager
+def supervised(build, tmp_path, fake, feishu=None):
+    """The real supervisor with Feishu up; its log printed if the block fails."""
+    sup, con = plat_start_supervised(build, tmp_path, "feishu",
+                                     lambda port: fs_config(tmp_path, port, fake, feishu))
+    try:
+        yield sup, con
+    except Exception:
+        dump_logs(sup)
+        raise
+    finally:
+        sup.stop()
 
 
 def wait_generation(con, gen, timeout=30.0):
@@ -387,9 +397,8 @@ def online_count(sent):
 def test_restart_online_notice_same_chat(build, tmp_path, fake):
     """The notice reaches the asking chat (a group thread here); the home channel is a
     group the bot is not in: refused (230002 with HTTP 200), logged, not retried."""
-    sup, con = start_supervised(build, tmp_path, fake,
-                                feishu={"home_channel": fake.groups["forbidden"]})
-    try:
+    with supervised(build, tmp_path, fake,
+                    feishu={"home_channel": fake.groups["forbidden"]}) as (sup, con):
         root = fake.message(chat_id=fake.groups["topic"], user_id=ADMIN, text="hello",
                             mention_bot=True)
         wait_text(fake, "hello")
@@ -407,18 +416,12 @@ def test_restart_online_notice_same_chat(build, tmp_path, fake):
         fake.message(user_id=USER, text="still up")
         wait_text(fake, "still up")
         assert fake.app_secret not in sup.log()
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 def test_100_messages_across_10_restarts_with_a_lost_ack(build, tmp_path, fake):
     """Every message sent while /restart is issued 10 times is answered exactly once;
     one event's ack is lost, so Feishu pushes it again and the journal drops the copy."""
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
+    with supervised(build, tmp_path, fake) as (sup, con):
         n, lost = 0, None
         for r in range(10):
             fake.message(user_id=ADMIN, text="/restart")
@@ -445,16 +448,10 @@ def test_100_messages_across_10_restarts_with_a_lost_ack(build, tmp_path, fake):
         print("pushes", st["pushes"], "repushes", st["repushes"], "dup_acks", st["dup_acks"],
               "uuid_dedup", st["uuid_dedup"])
         no_bad_acks(fake)
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 def test_sigkill_next_worker_loses_nothing(build, tmp_path, fake):
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
+    with supervised(build, tmp_path, fake) as (sup, con):
         fake.messages([dict(user_id=USER, text=f"k{i}") for i in range(20)])
         st = con.status()
         os.kill(st["worker_pid"], signal.SIGKILL)
@@ -465,11 +462,6 @@ def test_sigkill_next_worker_loses_nothing(build, tmp_path, fake):
         got = texts(fake.all_sent())
         assert [t for t in want if got.count(t) != 1] == []
         no_bad_acks(fake)
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 @pytest.fixture
