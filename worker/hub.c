@@ -149,6 +149,7 @@ struct hub {
 
 	struct restart_marker *marker;
 	int marker_sending;
+	int marker_written;             /* a /restart of this worker wrote the marker */
 	int home_notice;                /* restarted without a marker: tell home channels */
 };
 
@@ -900,8 +901,10 @@ restart_save_marker(struct hub *h, const struct hub_msg *m)
 	mk.message_id = m->message_id;
 	mk.generation = h->generation;
 	restart_marker_stamp(&mk);
-	if (restart_marker_write(h->state_dir, &mk) == 0)
+	if (restart_marker_write(h->state_dir, &mk) == 0) {
+		h->marker_written = 1;
 		return 0;
+	}
 	log_warn("writing the restart marker in %s", h->state_dir);
 	return -1;
 }
@@ -1009,6 +1012,12 @@ online_sent(void *arg, int ok)
 	struct hub *h = arg;
 
 	h->marker_sending = 0;
+	if (h->marker_written && h->marker != NULL) {
+		/* a /restart came meanwhile: the marker on disk is its own now */
+		restart_marker_free(h->marker);
+		h->marker = NULL;
+		return;
+	}
 	if (!ok || h->marker == NULL) {
 		log_warnx("the online notice was not delivered; it will be retried");
 		return;

@@ -974,14 +974,16 @@ class Control:
         specs = (await self._body(request)).get("messages", [])
         return web.json_response({"messages": [self._inject(s) for s in specs]})
 
+    chat_key = "channel_id"     # what a sent message's chat is called (a subclass may differ)
+
     async def sent(self, request):
-        rest = self.fake.rest
+        rest, key = self.fake.rest, self.chat_key
         after = int(request.query.get("after", 0))
         deadline = time.monotonic() + float(request.query.get("wait", 0))
-        chan = request.query.get("channel_id")
+        chan = request.query.get(key)
 
         def pick():
-            return [s for s in rest.sent[after:] if chan is None or s["channel_id"] == chan]
+            return [s for s in rest.sent[after:] if chan is None or s[key] == chan]
         out = pick()
         while not out and time.monotonic() < deadline:
             try:

@@ -1,4 +1,5 @@
 """Helpers every platform's scenarios share: a platform's entry in /v1/status,
+<<<<<<< HEAD
 waiting for its state, for a worker generation, a supervised gateway, a fake
 server run as a child process."""
 import json
@@ -6,12 +7,17 @@ import os
 import pathlib
 import signal
 import subprocess
+=======
+waiting for its state, for a worker generation, a supervised gateway, a config
+pointing at a fake, workers started directly."""
+import json
+>>>>>>> feishu
 import time
 import urllib.request
 
 from conftest import free_port
-from console_util import Console
-from tg_util import SupervisorProc
+from console_util import Console, WorkerProc, write_config
+from tg_util import SupervisorProc, dump_logs
 
 
 def platform(status, name):
@@ -62,6 +68,7 @@ def start_supervised(build, home, name, make_config):
     return sup, con
 
 
+<<<<<<< HEAD
 class FakeProcess:
     """A fake server run as a child process under /usr/bin/python3.  It prints one
     JSON line (ports, urls, ca, ctl_port) once ready; that line is self.info.
@@ -113,3 +120,42 @@ class FakeProcess:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
+=======
+def platform_config(directory, port, name, section, ca, extra=None):
+    """A config with the console on port (to read /v1/status), platforms[name] = section
+    (keys holding None left out) and the fake's CA trusted; extra: more top-level keys."""
+    more = {"tls": {"ca_file": ca}, "drain_timeout": 5}
+    more.update(extra or {})
+    path = write_config(directory, port, extra=more)
+    conf = json.loads(path.read_text())
+    conf["platforms"][name] = {k: v for k, v in section.items() if v is not None}
+    path.write_text(json.dumps(conf, indent=2))
+    return path
+
+
+class Workers:
+    """Workers started directly (no supervisor) on make_config(port, section); close()
+    prints their logs and stops them."""
+
+    def __init__(self, build, home, name, make_config):
+        self.build, self.home, self.name, self.make_config = build, home, name, make_config
+        self.procs = []
+
+    def start(self, section=None, wait_up=True, env=None):
+        """A worker with the platform's section changed by section; returns (worker,
+        console), once the platform is up unless wait_up is false."""
+        port = free_port()
+        w = WorkerProc(self.build, self.make_config(port, section), home=self.home,
+                       env=env).start()
+        self.procs.append(w)
+        con = Console(port)
+        con.wait_ready()
+        if wait_up:
+            wait_platform_state(con, self.name, "up")
+        return w, con
+
+    def close(self):
+        dump_logs(*self.procs)
+        for p in self.procs:
+            p.stop()
+>>>>>>> feishu

@@ -787,6 +787,46 @@ START_TEST(test_online_notice_home_channel_and_retry)
 }
 END_TEST
 
+/*
+ * A /restart that arrives while the previous restart's online notice is still
+ * in flight: that notice, once delivered, must not remove the new marker.
+ */
+START_TEST(test_restart_during_online_notice_keeps_new_marker)
+{
+	struct restart_marker m = { .platform = "console", .chat_id = "c5", .message_id = "9" };
+	struct restart_marker *r;
+	struct pending_cb *p;
+
+	restart_marker_stamp(&m);
+	ck_assert_int_eq(restart_marker_write(dir, &m), 0);
+	fk.hold = 1;
+	hub_up("{\"admins\": [\"boss\"], \"allowed_users\": [\"*\"]}", 2);
+	run_for(20);
+	ck_assert_int_eq(fk.nheld, 1);                 /* the online notice, in flight */
+	dm("50", "boss", "/restart");
+	run_for(20);
+	r = restart_marker_read(dir);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_str_eq(r->message_id, "50");
+	restart_marker_free(r);
+	/* the old notice is delivered now */
+	p = fk.held[0];
+	memmove(fk.held, fk.held + 1, (size_t)--fk.nheld * sizeof(fk.held[0]));
+	p->cb(p->arg, 1);
+	free(p);
+	run_for(20);
+	r = restart_marker_read(dir);
+	ck_assert_msg(r != NULL, "the new /restart's marker was removed");
+	ck_assert_str_eq(r->message_id, "50");
+	restart_marker_free(r);
+	/* nor is the old notice sent again while restarting */
+	hub_platform_state(hub, "console", PLAT_BACKOFF, "reconnecting");
+	hub_platform_state(hub, "console", PLAT_UP, NULL);
+	run_for(20);
+	ck_assert_int_eq(fk.nsent, 2);
+}
+END_TEST
+
 START_TEST(test_marker_for_other_platform_stays)
 {
 	struct restart_marker m = { .platform = "telegram", .chat_id = "c5" };
@@ -908,6 +948,7 @@ hub_suite(void)
 	tcase_add_test(tc, test_restart_without_marker);
 	tcase_add_test(tc, test_restart_ack_wait_is_bounded);
 	tcase_add_test(tc, test_online_notice_home_channel_and_retry);
+	tcase_add_test(tc, test_restart_during_online_notice_keeps_new_marker);
 	tcase_add_test(tc, test_marker_for_other_platform_stays);
 	tcase_add_test(tc, test_status_json);
 	tcase_add_test(tc, test_idle_sessions_leave_memory);

@@ -7,12 +7,14 @@
 #include "platform.h"
 #include "platforms/console.h"
 #include "platforms/discord.h"
+#include "platforms/feishu.h"
 #include "platforms/homeassistant.h"
 #include "platforms/telegram.h"
 
 const struct platform_ops *const platform_table[] = {
 	&console_ops,
 	&discord_ops,
+	&feishu_ops,
 	&homeassistant_ops,
 	&telegram_ops,
 	NULL,
