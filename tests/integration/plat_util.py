@@ -1,17 +1,12 @@
 """Helpers every platform's scenarios share: a platform's entry in /v1/status,
-<<<<<<< HEAD
 waiting for its state, for a worker generation, a supervised gateway, a fake
-server run as a child process."""
+server run as a child process, a config pointing at a fake, workers started
+directly."""
 import json
 import os
 import pathlib
 import signal
 import subprocess
-=======
-waiting for its state, for a worker generation, a supervised gateway, a config
-pointing at a fake, workers started directly."""
-import json
->>>>>>> feishu
 import time
 import urllib.request
 
@@ -68,7 +63,6 @@ def start_supervised(build, home, name, make_config):
     return sup, con
 
 
-<<<<<<< HEAD
 class FakeProcess:
     """A fake server run as a child process under /usr/bin/python3.  It prints one
     JSON line (ports, urls, ca, ctl_port) once ready; that line is self.info.
@@ -120,7 +114,6 @@ class FakeProcess:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
-=======
 def platform_config(directory, port, name, section, ca, extra=None):
     """A config with the console on port (to read /v1/status), platforms[name] = section
     (keys holding None left out) and the fake's CA trusted; extra: more top-level keys."""
@@ -158,4 +151,3 @@ class Workers:
         dump_logs(*self.procs)
         for p in self.procs:
             p.stop()
->>>>>>> feishu
