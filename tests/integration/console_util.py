@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import time
@@ -208,12 +209,13 @@ _SCRUB = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
 class WorkerProc:
     """A hermes-worker started directly (no supervisor), logging to a file."""
 
-    def __init__(self, build, config, home, env=None, args=None):
+    def __init__(self, build, config, home, env=None, args=None, nofile=None):
         self.build = pathlib.Path(build)
         self.config = config
         self.home = pathlib.Path(home)
         self.env = env or {}
         self.args = args or []
+        self.nofile = nofile            # RLIMIT_NOFILE for the worker, or None
         self.proc = None
         self.log_path = self.home / f"worker-{time.monotonic_ns()}.log"
 
@@ -228,8 +230,13 @@ class WorkerProc:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=self._limits)
         return self
+
+    def _limits(self):
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self):
@@ -281,3 +288,43 @@ class WorkerProc:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Launcher:
+    """Starts workers on a console port with a config in a directory and
+    stops them all at the end (the body of a test module's fixture):
+
+        @pytest.fixture
+        def launch(build, tmp_path):
+            with Launcher(build, tmp_path) as start:
+                yield start
+    """
+
+    def __init__(self, build, directory):
+        self.build = build
+        self.directory = directory
+        self.started = []
+
+    def __call__(self, port=None, console=None, env=None, ready=True, agent=None,
+                 token=None, home=None, extra=None, nofile=None):
+        """Returns (worker, client); waits until ready unless ready=False."""
+        from conftest import free_port
+        port = port or free_port()
+        home = home or self.directory
+        cfg = write_config(home, port, console=console, agent=agent, extra=extra)
+        w = WorkerProc(self.build, cfg, home=home, env=env, nofile=nofile).start()
+        self.started.append(w)
+        c = Console(port, token=token)
+        if ready:
+            try:
+                c.wait_ready(alive=w.alive)
+            except TimeoutError:
+                raise AssertionError("worker not ready; log:\n" + w.log())
+        return w, c
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for w in self.started:
+            w.stop()

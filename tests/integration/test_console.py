@@ -11,34 +11,16 @@ import time
 import pytest
 
 from conftest import ROOT, free_port
-from console_util import Console, ConsoleError, WorkerProc, write_config
+from console_util import Console, ConsoleError, Launcher, WorkerProc, write_config
 
 sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 
 
 @pytest.fixture
 def launch(build, tmp_path):
-    """launch(port=None, console=None, env=None, ready=True) -> (worker, client)."""
-    started = []
-
-    def start(port=None, console=None, env=None, ready=True, agent=None,
-              token=None, home=None, extra=None):
-        port = port or free_port()
-        home = home or tmp_path
-        cfg = write_config(home, port, console=console, agent=agent, extra=extra)
-        w = WorkerProc(build, cfg, home=home, env=env).start()
-        started.append(w)
-        c = Console(port, token=token)
-        if ready:
-            try:
-                c.wait_ready(alive=w.alive)
-            except TimeoutError:
-                raise AssertionError("worker not ready; log:\n" + w.log())
-        return w, c
-
-    yield start
-    for w in started:
-        w.stop()
+    """launch(port=None, console=None, env=None, ready=True, ...) -> (worker, client)."""
+    with Launcher(build, tmp_path) as start:
+        yield start
 
 
 def echo_ok(c, chat="health"):
