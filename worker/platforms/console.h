@@ -14,7 +14,10 @@
  * worker), console.outbox.json (the bounded outbound log), console.journal
  * (what happened since those were written, for a worker that is killed)
  * and console.seq (the id counter's reserved high-water mark, so ids never
- * repeat even after a crash).
+ * repeat even after a crash).  A message is acknowledged only once the
+ * journal holds it (503 with Retry-After otherwise), and a reply is
+ * recorded there before anyone sees it.  Without a token every local
+ * process is trusted with every user id, admins included.
  */
 #ifndef HERMES_CONSOLE_H
 #define HERMES_CONSOLE_H
