@@ -342,6 +342,38 @@ def test_oversized_journal_kept_aside(launch, tmp_path):
     echo_ok(c)
 
 
+def test_journal_line_with_a_nul_hides_nothing_after_it(launch, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(parents=True)
+    (state / "console.journal").write_bytes(
+        (json.dumps({"in": saved(41, "before the NUL")}) + "\n").encode() +
+        b'{"in": {"id": 4\x002, "chat_id": "rp"}}\n' +
+        (json.dumps({"in": saved(43, "after the NUL")}) + "\n").encode())
+    w, c = launch()
+    c.wait_messages("rp", lambda ms: {m["reply_to"] for m in ms} >= {41, 43})
+    assert "(1 unreadable line(s))" in w.log(), w.log()
+
+
+def test_damaged_id_counter_never_reuses_ids(launch, tmp_path):
+    """console.seq and the outbox both damaged: the ids left on disk are
+    behind those the hub has handled, so new ids come from the clock
+    instead of being taken for messages already handled."""
+    port = free_port()
+    w, c = launch(port=port)
+    old = [c.post(f"first {i}", chat_id="ctr", wait=20) for i in range(3)]
+    time.sleep(1.5)                     # the hub has saved the handled ids
+    assert w.stop() == 0, w.log()
+    state = tmp_path / "state"
+    (state / "console.seq").write_text("1")     # cut short: no newline
+    (state / "console.outbox.json").write_text("{ cut")
+    w2, c2 = launch(port=port)
+    r = c2.post("after the damage", chat_id="ctr", wait=20)
+    assert [m["text"] for m in r["replies"]] == ["after the damage"], (r, w2.log())
+    assert r["message_id"] > max(m["id"] for o in old for m in o["replies"])
+    assert r["message_id"] < 1 << 53
+    assert "id counter is damaged" in w2.log()
+
+
 # ---------------------------------------------------------------- durability
 
 

@@ -939,6 +939,9 @@ struct con_load {
 	uint64_t next;                  /* the next id to hand out */
 	int malformed;                  /* saved messages that fail a POST's checks */
 	int answered;                   /* saved messages whose reply was recorded */
+	int seen;                       /* an outbox, inbox or journal was there */
+	int seq_seen, seq_ok;           /* console.seq was there; it was whole */
+	int outbox_next;                /* the outbox said which id comes next */
 };
 
 /*
@@ -1222,31 +1225,76 @@ outbox_load(struct console *c, struct con_load *ld)
 
 	if (out == NULL)
 		return;
-	if (jid(out, "next_id", &v) == 0 && v > ld->next)
-		ld->next = v;
+	if (jid(out, "next_id", &v) == 0) {
+		ld->outbox_next = 1;
+		if (v > ld->next)
+			ld->next = v;
+	}
 	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(out, "messages"))
 		outbox_load_one(c, it, &ld->next);
 	cJSON_Delete(out);
 }
 
-/* Reads the reserved id mark of console.seq. */
+/* Reads the reserved id mark of console.seq ("N\n"; without the newline it was cut). */
 static void
 seq_load(struct console *c, struct con_load *ld)
 {
 	char *path = state_path(c, "seq");
-	char *data = read_file(path, 64, NULL);
+	size_t len = 0;
+	char *data = read_file(path, 64, &len);
 	uint64_t v;
 
+	ld->seq_seen = data != NULL || errno != ENOENT;
+	if (data == NULL && errno != ENOENT)
+		log_warn("console: cannot read %s; ignored", path);
 	if (data != NULL) {
+		ld->seq_ok = len > 0 && data[len - 1] == '\n';
 		data[strcspn(data, "\n")] = '\0';
-		if (parse_u64(data, CON_ID_MAX + 1, &v) == -1)
+		if (!ld->seq_ok || parse_u64(data, CON_ID_MAX + 1, &v) == -1) {
+			ld->seq_ok = 0;
 			log_warnx("console: %s does not hold an id mark (at most %llu); "
 			    "ignored", path, (unsigned long long)CON_ID_MAX + 1);
-		else if (v > ld->next)
+		} else if (v > ld->next)
 			ld->next = v;
 	}
 	free(data);
 	free(path);
+}
+
+/*
+ * With console.seq damaged or gone and no outbox to say which id comes
+ * next, the ids still on disk may be behind some handed out before (the
+ * hub remembers those as handled and would drop a new message reusing
+ * one).  Ids then continue from the clock in microseconds: above any id
+ * handed out before, and below 2^53 for two centuries.
+ */
+static void
+seq_floor(struct con_load *ld)
+{
+	struct timespec ts;
+	uint64_t us;
+
+	if (ld->seq_ok || ld->outbox_next || (!ld->seq_seen && !ld->seen))
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	if (us <= ld->next || us > CON_ID_MAX)
+		return;
+	ld->next = us;
+	log_warnx("console: the id counter is damaged; ids continue from %" PRIu64
+	    " (the clock), above any handed out before", us);
+}
+
+/* 1 when the state file exists (damaged or not). */
+static int
+state_exists(struct console *c, const char *suffix)
+{
+	char *path = state_path(c, suffix);
+	struct stat st;
+	int rc = lstat(path, &st) == 0;
+
+	free(path);
+	return rc;
 }
 
 /* Writes the log; 0, or -1 with errno set. */
@@ -1348,7 +1396,8 @@ journal_apply(struct console *c, const char *line, struct con_load *ld)
 
 /*
  * Applies the journal of a worker that did not stop cleanly: sent messages
- * go to the log, taken ones join the inbox, done ones leave it.  A journal
+ * go to the log, taken ones join the inbox, done ones leave it.  A line
+ * holding a NUL byte is unreadable, not the end of the file.  A journal
  * that cannot be read whole (too large, an I/O error) is kept aside, never
  * emptied.
  */
@@ -1357,7 +1406,7 @@ journal_load(struct console *c, struct con_load *ld)
 {
 	char *path = state_path(c, "journal");
 	size_t len;
-	char *data = read_file(path, CON_STATE_MAX, &len), *line, *save = NULL;
+	char *data = read_file(path, CON_STATE_MAX, &len), *p, *nl;
 	int lines = 0, bad = 0;
 
 	if (data == NULL) {
@@ -1368,15 +1417,20 @@ journal_load(struct console *c, struct con_load *ld)
 		free(path);
 		return;
 	}
-	for (line = strtok_r(data, "\n", &save); line != NULL;
-	    line = strtok_r(NULL, "\n", &save)) {
+	for (p = data; p < data + len; p = nl + 1) {
+		if ((nl = memchr(p, '\n', (size_t)(data + len - p))) == NULL)
+			nl = data + len;
+		if (nl == p)
+			continue;
+		*nl = '\0';
 		lines++;
-		bad += journal_apply(c, line, ld) == -1;
+		bad += memchr(p, '\0', (size_t)(nl - p)) != NULL ||
+		    journal_apply(c, p, ld) == -1;
 	}
 	if (lines > 0) {
 		c->j.stale = 1;
 		log_info("console: recovered %d line(s) from the journal of a worker "
-		    "that did not stop cleanly (%d unreadable)", lines, bad);
+		    "that did not stop cleanly (%d unreadable line(s))", lines, bad);
 	}
 	free(data);
 	free(path);
@@ -2736,11 +2790,14 @@ state_load(struct console *c)
 {
 	struct con_load ld = { .next = 1 };
 
+	ld.seen = state_exists(c, "outbox.json") || state_exists(c, "inbox.json") ||
+	    state_exists(c, "journal");
 	seq_load(c, &ld);
 	outbox_load(c, &ld);
 	inbox_load(c, &ld);
 	journal_load(c, &ld);
 	journal_drop_answered(c, &ld);
+	seq_floor(&ld);
 	if (ld.malformed > 0)
 		log_warnx("console: skipped %d malformed saved message(s)", ld.malformed);
 	if (ld.answered > 0)
