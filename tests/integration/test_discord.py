@@ -189,6 +189,11 @@ def test_invalid_session_identifies_anew(gw, fake):
     w, con = gw()
     before = fake.stats()
     fake.gateway_fault("invalid_session", resumable=False)
+    # a message sent before the new session exists is, as on Discord, never seen:
+    # wait for the IDENTIFY, not for a state that may not have changed yet
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and fake.stats()["identify"] == before["identify"]:
+        time.sleep(0.05)
     wait_state(con, "up", timeout=30)
     fake.message(dm=True, user_id=USER, content="fresh session")
     wait_content(fake, "fresh session")
