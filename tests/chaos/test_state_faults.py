@@ -116,10 +116,29 @@ CASES = [
     pytest.param(DiskFull, "running", "restart", id="disk-full-while-running-restart"),
     pytest.param(DiskFull, "running", "kill", id="disk-full-while-running-kill"),
     pytest.param(DiskFull, "start", "kill", id="disk-full-from-start-kill"),
-    pytest.param(ReadOnly, "start", "restart", id="read-only-from-start-restart"),
-    pytest.param(ReadOnly, "start", "kill", id="read-only-from-start-kill"),
     pytest.param(ReadOnlyOver, "running", "kill", id="read-only-while-running-kill"),
 ]
+
+
+def test_read_only_from_start_is_a_config_error(tmp_path, mounts, gateway):
+    """A state dir that cannot be written at start is a configuration error: the
+    supervisor stops with 78 and one line naming the path, without a respawn loop;
+    once writable, the next start answers what the earlier run left pending."""
+    fs = ReadOnly(mounts, tmp_path)
+    seed = gateway(state_dir=fs.dir, name="seed")
+    seed.wait_generation(0)
+    assert seed.console.ask("seed", chat_id="seed") == ["seed"]
+    seed.stop()
+    fs.on()
+    g = gateway(state_dir=fs.dir, name="ro")
+    assert g.proc.wait(timeout=30) == 78
+    log = g.log()
+    assert str(fs.dir) in log and "not respawning" in log, log[-2000:]
+    assert log.count("started worker") == 1                # one worker, no loop
+    fs.off()
+    g2 = gateway(state_dir=fs.dir, name="rw")
+    g2.wait_generation(0)
+    assert g2.console.ask("again", chat_id="seed") == ["again"]
 
 
 @pytest.mark.parametrize("fault,when,ending", CASES)
