@@ -9,6 +9,7 @@
 #include "platforms/discord.h"
 #include "platforms/feishu.h"
 #include "platforms/homeassistant.h"
+#include "platforms/qqbot.h"
 #include "platforms/telegram.h"
 
 const struct platform_ops *const platform_table[] = {
@@ -16,6 +17,7 @@ const struct platform_ops *const platform_table[] = {
 	&discord_ops,
 	&feishu_ops,
 	&homeassistant_ops,
+	&qqbot_ops,
 	&telegram_ops,
 	NULL,
 };
