@@ -1121,7 +1121,7 @@ static const struct kit_ops qq_kit_ops = {
 };
 
 static const char *const qq_keys[] = { "app_id", "client_secret", "api_url", "token_url",
-	"sandbox", NULL };
+	"sandbox", "limits", NULL };
 
 static void qq_free(void *self);
 
@@ -1161,6 +1161,10 @@ qq_create(const struct plat_env *env, char *err, size_t errlen)
 		fatalx("%s: out of memory", __func__);
 	qq->handles_path = xasprintf("%s/%s.replies", env->state_dir, env->name);
 	qq->kit = kit_new(env, &qq_kit_ops, qq);
+	if (kit_conf_limits(env, qq->kit, err, errlen) < 0) {
+		qq_free(qq);
+		return NULL;
+	}
 	return qq;
 }
 
