@@ -242,44 +242,55 @@ qq_message_parse(const char *t, const cJSON *d, const char *self_id, time_t now,
 	return 1;
 }
 
+/* The close codes (bot-docs error-trace/websocket.md; 4004 as hermes treats it). */
+static const struct {
+	int lo, hi;
+	enum qq_close act;
+	const char *why;
+} qq_closes[] = {
+	{ 4001, 4001, QQ_CLOSE_IDENTIFY, "invalid opcode" },
+	{ 4002, 4002, QQ_CLOSE_IDENTIFY, "invalid payload" },
+	{ 4004, 4004, QQ_CLOSE_REFRESH, "invalid token" },
+	{ 4006, 4006, QQ_CLOSE_IDENTIFY, "invalid session" },
+	{ 4007, 4007, QQ_CLOSE_IDENTIFY, "invalid seq" },
+	{ 4008, 4008, QQ_CLOSE_BACKOFF, "payloads sent too fast" },
+	{ 4009, 4009, QQ_CLOSE_RESUME, "connection expired" },
+	{ 4010, 4010, QQ_CLOSE_STOP, "invalid shard" },
+	{ 4011, 4011, QQ_CLOSE_STOP, "too many guilds for one shard" },
+	{ 4012, 4012, QQ_CLOSE_STOP, "invalid version" },
+	{ 4013, 4013, QQ_CLOSE_STOP, "invalid intent" },
+	{ 4014, 4014, QQ_CLOSE_UNAUTHORIZED, "intent not permitted (apply for it in the "
+	    "QQ bot console)" },
+	{ 4900, 4913, QQ_CLOSE_IDENTIFY, "internal error" },
+	{ 4914, 4914, QQ_CLOSE_STOP, "the bot is delisted: only the sandbox may connect" },
+	{ 4915, 4915, QQ_CLOSE_STOP, "the bot is banned" },
+};
+
+static int
+qq_close_find(int code)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(qq_closes); i++)
+		if (code >= qq_closes[i].lo && code <= qq_closes[i].hi)
+			return (int)i;
+	return -1;
+}
+
 enum qq_close
 qq_close_action(int code)
 {
-	if (code == 4009)
-		return QQ_CLOSE_RESUME;
-	if (code == 4004)
-		return QQ_CLOSE_REFRESH;
-	if (code == 4008)
-		return QQ_CLOSE_BACKOFF;
-	if (code == 4014)
-		return QQ_CLOSE_UNAUTHORIZED;
-	if (code == 4914 || code == 4915 || (code >= 4010 && code <= 4013))
-		return QQ_CLOSE_STOP;
-	if (code == 4001 || code == 4002 || code == 4006 || code == 4007 ||
-	    (code >= 4900 && code <= 4913))
-		return QQ_CLOSE_IDENTIFY;
-	return QQ_CLOSE_RESUME;
+	int i = qq_close_find(code);
+
+	return i < 0 ? QQ_CLOSE_RESUME : qq_closes[i].act;
 }
 
 const char *
 qq_close_reason(int code)
 {
-	static const struct { int code; const char *why; } t[] = {
-		{ 4001, "invalid opcode" }, { 4002, "invalid payload" },
-		{ 4004, "invalid token" }, { 4006, "invalid session" }, { 4007, "invalid seq" },
-		{ 4008, "payloads sent too fast" }, { 4009, "connection expired" },
-		{ 4010, "invalid shard" }, { 4011, "too many guilds for one shard" },
-		{ 4012, "invalid version" }, { 4013, "invalid intent" },
-		{ 4014, "intent not permitted (apply for it in the QQ bot console)" },
-		{ 4914, "the bot is delisted: only the sandbox may connect" },
-		{ 4915, "the bot is banned" },
-	};
-	size_t i;
+	int i = qq_close_find(code);
 
-	for (i = 0; i < ARRAY_LEN(t); i++)
-		if (t[i].code == code)
-			return t[i].why;
-	return code >= 4900 && code <= 4913 ? "internal error" : "";
+	return i < 0 ? "" : qq_closes[i].why;
 }
 
 uint32_t
