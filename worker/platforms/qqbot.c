@@ -65,6 +65,9 @@ struct qq_chat {
 	struct qq_handle h;
 };
 
+/* Where the replies file stands against memory. */
+enum qq_handles_state { QQ_HANDLES_SYNCED = 0, QQ_HANDLES_DIRTY, QQ_HANDLES_WRITTEN };
+
 struct qq {
 	struct kit *kit;                /* first: the kit's vtable entries find it */
 	struct event_base *base;
@@ -89,7 +92,7 @@ struct qq {
 	struct qq_chat *chats;          /* reply handles, oldest first */
 	size_t nchats;
 	char *handles_path;
-	int handles_dirty;
+	enum qq_handles_state handles_state;
 };
 
 /* ---- pure helpers ------------------------------------------------------- */
@@ -401,16 +404,15 @@ qq_chat_find(struct qq *qq, const char *chat)
 	return NULL;
 }
 
-/* Makes msg_id (of time t) the chat's handle unless a newer one is kept. */
-static void
+/* Makes msg_id (of time t) the chat's handle unless it is, or a newer one is; NULL then. */
+static struct qq_chat *
 qq_handle_note(struct qq *qq, const char *chat, const char *msg_id, int64_t t)
 {
 	struct qq_chat *c = qq_chat_find(qq, chat);
 
-	if (strlen(msg_id) >= sizeof(c->h.msg_id) || strlen(chat) >= sizeof(c->chat))
-		return;
-	if (c != NULL && (c->h.time > t || strcmp(c->h.msg_id, msg_id) == 0))
-		return;
+	if (strlen(msg_id) >= sizeof(c->h.msg_id) || strlen(chat) >= sizeof(c->chat) ||
+	    (c != NULL && (c->h.time > t || strcmp(c->h.msg_id, msg_id) == 0)))
+		return NULL;
 	if (c == NULL) {
 		if (qq->nchats == QQ_HANDLES_CAP)       /* forget the oldest chat */
 			memmove(qq->chats, qq->chats + 1, --qq->nchats * sizeof(*qq->chats));
@@ -421,10 +423,12 @@ qq_handle_note(struct qq *qq, const char *chat, const char *msg_id, int64_t t)
 	snprintf(c->h.msg_id, sizeof(c->h.msg_id), "%s", msg_id);
 	c->h.time = t;
 	c->h.used = 0;
-	qq->handles_dirty = 1;
+	qq->handles_state = QQ_HANDLES_DIRTY;
+	return c;
 }
 
-/* Writes the handles (durable: fsync'ed, for a stop; else a plain atomic replace). */
+/* Writes the handles when they changed: durable (fsync'ed) for a stop, else a plain
+ * atomic replace (it survives a crash of the worker, not one of the machine). */
 static void
 qq_handles_save(struct qq *qq, int durable)
 {
@@ -432,7 +436,8 @@ qq_handles_save(struct qq *qq, int durable)
 	size_t len = 0, cap = 0, i;
 	int n, r;
 
-	if (!qq->handles_dirty)
+	if (qq->handles_state == QQ_HANDLES_SYNCED ||
+	    (qq->handles_state == QQ_HANDLES_WRITTEN && !durable))
 		return;
 	(void)buf_append(&buf, &len, &cap, QQ_HANDLES_MAX, "qqbot-replies 1\n", 16);
 	for (i = 0; i < qq->nchats; i++) {
@@ -447,7 +452,7 @@ qq_handles_save(struct qq *qq, int durable)
 		log_warn("%s: writing %s (replies after a restart may not go out)", qq->name,
 		    qq->handles_path);
 	else
-		qq->handles_dirty = 0;
+		qq->handles_state = durable ? QQ_HANDLES_SYNCED : QQ_HANDLES_WRITTEN;
 	free(buf);
 }
 
@@ -458,6 +463,7 @@ qq_handles_load(struct qq *qq)
 	char *buf = read_file(qq->handles_path, QQ_HANDLES_MAX, &len), *line, *save = NULL;
 	char chat[300];
 	struct qq_handle h;
+	struct qq_chat *c;
 	time_t now = time(NULL);
 
 	if (buf == NULL) {
@@ -475,14 +481,13 @@ qq_handles_load(struct qq *qq)
 	while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
 		if (qq_handle_line_parse(line, chat, sizeof(chat), &h) < 0)
 			bad++;
-		else if (now - h.time <= qq_policy.handle_keep) {
-			qq_handle_note(qq, chat, h.msg_id, h.time);
-			qq_chat_find(qq, chat)->h.used = h.used;
-		}
+		else if (now - h.time <= qq_policy.handle_keep &&
+		    (c = qq_handle_note(qq, chat, h.msg_id, h.time)) != NULL)
+			c->h.used = h.used;
 	}
 	if (bad > 0)
 		log_warnx("%s: %zu damaged line(s) in %s skipped", qq->name, bad, qq->handles_path);
-	qq->handles_dirty = 0;
+	qq->handles_state = QQ_HANDLES_SYNCED;
 	free(buf);
 }
 
@@ -1013,7 +1018,7 @@ qq_sent(void *arg, const struct http_response *r)
 	if (res == OUTQ_OK && code == 0 && (c = qq_chat_find(s->qq, s->chat)) != NULL &&
 	    strcmp(c->h.msg_id, s->msg_id) == 0) {
 		c->h.used++;
-		s->qq->handles_dirty = 1;
+		s->qq->handles_state = QQ_HANDLES_DIRTY;
 		qq_handles_save(s->qq, 0);
 	}
 	if (res == OUTQ_REJECTED && (code == 304026 || code == 304027) && s->other_left)
