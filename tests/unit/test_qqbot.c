@@ -56,6 +56,8 @@ START_TEST(test_chat_ids)
 	ck_assert_int_eq(qq_chat_parse("telegram:1", &t), -1);
 	ck_assert_int_eq(qq_chat_parse("c2c:a/../b", &t), -1);       /* never a path */
 	ck_assert_int_eq(qq_chat_parse("group:a?x=1", &t), -1);
+	ck_assert_str_eq(qq_api_default(1), "https://sandbox.api.sgroup.qq.com");
+	ck_assert_str_eq(qq_api_default(0), "https://api.sgroup.qq.com");
 	ck_assert_int_eq(qq_reply_window(QQ_C2C), 3600);
 	ck_assert_int_eq(qq_reply_window(QQ_GROUP), 300);
 }

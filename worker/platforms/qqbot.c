@@ -135,6 +135,12 @@ qq_chat_parse(const char *chat_id, const char **target)
 	return -1;
 }
 
+const char *
+qq_api_default(int sandbox)
+{
+	return sandbox ? QQ_SANDBOX_API : QQ_DEFAULT_API;
+}
+
 int64_t
 qq_reply_window(enum qq_kind kind)
 {
@@ -1161,7 +1167,7 @@ qq_create(const struct plat_env *env, char *err, size_t errlen)
 	if (kit_conf_secret(env, "app_id", "QQ_APP_ID", &qq->app_id, err, errlen) < 0 ||
 	    kit_conf_secret(env, "client_secret", "QQ_CLIENT_SECRET", &qq->secret, err,
 	    errlen) < 0 || kit_conf_bool(env, "sandbox", &sandbox, err, errlen) < 0 ||
-	    kit_conf_url(env, "api_url", sandbox ? QQ_SANDBOX_API : QQ_DEFAULT_API,
+	    kit_conf_url(env, "api_url", qq_api_default(sandbox),
 	    &qq->api_url, err, errlen) < 0 ||
 	    kit_conf_url(env, "token_url", QQ_TOKEN_URL, &qq->token_url, err, errlen) < 0) {
 		qq_free(qq);

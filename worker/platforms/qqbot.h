@@ -54,6 +54,8 @@ enum qq_kind { QQ_C2C = 0, QQ_GROUP, QQ_GUILD, QQ_DM };
 
 /* The kind of a chat id and its target (after the prefix); -1 when not one of ours. */
 int qq_chat_parse(const char *chat_id, const char **target);
+/* The OpenAPI's URL when api_url is not set: the sandbox's, or the real one. */
+const char *qq_api_default(int sandbox);
 /* Seconds a message of this kind may be replied to. */
 int64_t qq_reply_window(enum qq_kind kind);
 
