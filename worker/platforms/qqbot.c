@@ -1073,7 +1073,7 @@ qq_send(void *plat, const struct outq_piece *p, struct outq_attempt *a)
 		if (link_state(kit_link(qq->kit)) == LINK_STOPPED)
 			outq_result(a, OUTQ_REJECTED, 0, link_detail(kit_link(qq->kit)));
 		else
-			outq_result(a, OUTQ_RETRY_AFTER, 0.2, qq->phase != QQ_READY ?
+			outq_result(a, OUTQ_RETRY_AFTER, 0.1, qq->phase != QQ_READY ?
 			    "waiting for the gateway" : "waiting for an access token");
 		if (qq->phase == QQ_READY)
 			qq_token_fetch(qq);
