@@ -323,6 +323,8 @@ class Session:
 class Connection:
     """One gateway WebSocket: an ordered outbound queue and what the fake did to it."""
 
+    reasons = CLOSE_REASONS             # close code -> reason (a subclass may differ)
+
     def __init__(self, ws, request, via, interval):
         self.ws, self.request, self.via = ws, request, via
         self.interval = interval        # s, as announced in this connection's HELLO
@@ -356,7 +358,7 @@ class Connection:
         self.queue.put_nowait(None)
         await asyncio.wait([self.writer], timeout=5)
         try:
-            await self.ws.close(code=code, message=CLOSE_REASONS.get(code, "").encode())
+            await self.ws.close(code=code, message=self.reasons.get(code, "").encode())
         finally:
             self.closed.set()
 
@@ -381,6 +383,8 @@ class Gateway:
     over gateway_rate: 4008.
     """
 
+    RECONNECT_CLOSE = 4000              # after op 7 and reconnect_grace; a taken-over zombie
+
     def __init__(self, cfg, world, stats):
         self.cfg, self.world, self.stats = cfg, world, stats
         self.sessions = {}
@@ -397,11 +401,16 @@ class Gateway:
         await ws.prepare(request)
         via = request.app["via"]
         conn = Connection(ws, request, via, self.cfg.heartbeat_interval / 1000)
+        self.stats["connections_" + via] += 1
+        await self.run(conn, q.get("v") == "10")
+        return ws
+
+    async def run(self, conn, ok):
+        """Serves a connection: HELLO and its payloads, or (not ok) a close with 4012."""
         self.conns.add(conn)
         self.stats["connections"] += 1
-        self.stats["connections_" + via] += 1
         watchdog = None
-        if q.get("v") != "10":
+        if not ok:
             await conn.close(4012)
         else:
             conn.send(frame(10, {"heartbeat_interval": self.cfg.heartbeat_interval}))
@@ -413,7 +422,6 @@ class Gateway:
                 watchdog.cancel()
             conn.queue.put_nowait(None)
             self.conns.discard(conn)
-        return ws
 
     async def _read(self, conn):
         while True:
@@ -552,22 +560,29 @@ class Gateway:
         if self.cfg.strict_resume_url and conn.via != "resume":
             self.stats["resume_wrong_url"] += 1
             return self._invalid(conn, False)
+        await self.resume(conn, s, d["seq"], {"_trace": ["fake-discord"]})
+
+    async def resume(self, conn, s, seq, resumed):
+        """Session s (None: unknown) goes on on conn after seq: op 9 false when it has
+        ended, expired or no longer holds those events, 4007 for a seq from the future;
+        else the dispatches after seq, then RESUMED with d = resumed."""
         if s is None or not s.alive(self.cfg.resume_timeout):
             return self._invalid(conn, False)
-        if d["seq"] > s.seq or d["seq"] < 0:
+        if seq > s.seq or seq < 0:
             return await conn.close(4007)
-        missed = s.missed(d["seq"])
+        missed = s.missed(seq)
         if missed is None:
             return self._invalid(conn, False)
         if s.conn is not None:              # a zombie still holds it: take it over
             old = s.conn
             s.detach()
-            asyncio.ensure_future(old.close(4000))
+            asyncio.ensure_future(old.close(self.RECONNECT_CLOSE))
         s.attach(conn)
         conn.session = s
+        self.stats["replayed"] = self.stats.get("replayed", 0) + len(missed)
         for e in missed:
             conn.send(e)
-        s.dispatch("RESUMED", {"_trace": ["fake-discord"]})
+        s.dispatch("RESUMED", resumed)
         self.stats["resumed"] += 1
 
     def _invalid(self, conn, resumable):
@@ -597,7 +612,8 @@ class Gateway:
             for c in conns:
                 c.send(frame(7))
                 asyncio.get_running_loop().call_later(
-                    self.cfg.reconnect_grace, lambda c=c: asyncio.ensure_future(c.close(4000)))
+                    self.cfg.reconnect_grace,
+                    lambda c=c: asyncio.ensure_future(c.close(self.RECONNECT_CLOSE)))
         elif kind == "invalid_session":
             resumable = bool(body.get("resumable", False))
             for c in conns:
@@ -614,9 +630,13 @@ class Gateway:
         elif kind == "drop":
             for c in conns:
                 c.drop()
-        else:
+        elif not self.fault_extra(kind, body, conns):
             raise ValueError("unknown gateway fault %r" % kind)
         return len(conns)
+
+    def fault_extra(self, kind, body, conns):
+        """A subclass's own gateway fault; False when kind is none."""
+        return False
 
     async def shutdown(self, code=1001):
         await asyncio.gather(*(c.close(code) for c in list(self.conns)),

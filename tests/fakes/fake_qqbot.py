@@ -20,10 +20,12 @@ flags.py); [I] marks what the docs leave open and the fake decides:
 - The gateway: Hello (op 10), Identify (op 2: token, intents, shard) -> READY;
   Resume (op 6: token, session_id, seq) replays the session's dispatches
   after seq, then RESUMED; heartbeats (op 1, d = last s) are ACKed (op 11).
-  Each dispatch {op 0, s, t, d, id}.  Close codes: a bad token 4004, unknown
+  Each dispatch {op 0, s, t, d} (QQ adds an event id the client has no use
+  for; the fake leaves it out).  Close codes: a bad token 4004, unknown
   intent bits 4013, intents not permitted 4014, a bad shard 4010, a bad op
   4001, a bad payload 4002, a seq from the future 4007, an unknown session
-  id 4006; a session past resume_timeout (or ended) gets op 9 false.  A
+  id (as a fault) 4006; a session unknown, ended or past resume_timeout
+  gets op 9 false.  A
   client missing heartbeats is closed with 4009 [I], as is a client told to
   reconnect (op 7) that has not gone after reconnect_grace [I].  A client
   close 1000/1001 ends the session [I]; any other close or a drop keeps it
@@ -58,17 +60,19 @@ import argparse
 import asyncio
 import collections
 import json
-import logging
 import os
 import re
 import signal
-import ssl
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from aiohttp import web, WSMsgType
-import trustme
+from aiohttp import web
+
+import fake_discord
+from fake_util import bad_input, make_tls, quiet_resets, start_site
+
+quiet_resets()
 
 APP_ID = "102000001"
 SECRET = "hermes-test-qq-client-secret-7f3a9c"
@@ -96,21 +100,6 @@ ENDS_SESSION = {4004, 4006, 4007, 4010, 4011, 4012, 4013, 4014, 4914, 4915}
 CST = timezone(timedelta(hours=8))
 
 
-class _DropResets(logging.Filter):
-    """Clients that drop mid-answer (and drop_after faults) are expected here."""
-
-    def filter(self, record):
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (ConnectionError, RuntimeError))
-
-
-logging.getLogger("aiohttp.server").addFilter(_DropResets())
-
-
-def frame(op, d=None):
-    return {"op": op, "d": d}
-
-
 def error(status, code, message):
     return web.json_response({"message": message, "code": code, "err_code": code,
                               "trace_id": os.urandom(16).hex()}, status=status)
@@ -118,6 +107,8 @@ def error(status, code, message):
 
 class Config:
     """Everything a test may change at run time through POST /config."""
+
+    update = fake_discord.Config.update     # an unknown name or a wrong type raises
 
     def __init__(self, args):
         self.app_id, self.client_secret = APP_ID, SECRET
@@ -127,30 +118,22 @@ class Config:
         self.expires_as_string = True
         self.heartbeat_interval = args.heartbeat_interval   # ms, sent in Hello
         self.heartbeat_grace = 1.5          # closed without a heartbeat for interval*grace
+        self.heartbeat_close_code = 4009
         self.resume_timeout = args.resume_timeout
         self.session_buffer = 1000
         self.permitted_intents = KNOWN_INTENTS
         self.reconnect_grace = 5.0
-        self.windows = {"c2c": 3600, "group": 300, "guild": 300, "dm": 300}
+        self.c2c_window = 3600.0            # s a message may be replied to, per kind
+        self.group_window = 300.0
+        self.guild_window = 300.0
+        self.dm_window = 300.0
         self.reply_cap = 5
         self.require_gateway = True
         self.markdown_allowed = False
         self.max_content = 4000
 
-    def update(self, body):
-        """Applies settings; an unknown name or a value of the wrong type raises."""
-        for key, value in body.items():
-            if key.startswith("_") or not hasattr(self, key):
-                raise ValueError("unknown setting %r" % key)
-            kind = type(getattr(self, key))
-            if kind is float and isinstance(value, int):
-                value = float(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ValueError("%s must be %s" % (key, kind.__name__))
-            if key == "windows":
-                self.windows.update(value)
-            else:
-                setattr(self, key, value)
+    def window(self, kind):
+        return getattr(self, kind + "_window")
 
     def public(self):
         return {k: v for k, v in vars(self).items() if k != "client_secret"}
@@ -189,157 +172,26 @@ class Tokens:
         self.current, self.expires, self.old = None, 0.0, {}
 
 
-class Session:
-    """One gateway session: its seq and the dispatches it keeps for Resume."""
-
-    def __init__(self, intents, cap):
-        self.id = os.urandom(16).hex()
-        self.intents = intents
-        self.seq = 0
-        self.events = collections.deque(maxlen=cap)
-        self.conn = None
-        self.ended = False
-        self.detached_at = None
-
-    def dispatch(self, t, d):
-        self.seq += 1
-        payload = {"op": 0, "s": self.seq, "t": t, "d": d,
-                   "id": "%s:%s" % (t, os.urandom(8).hex())}
-        self.events.append(payload)
-        if self.conn is not None:
-            self.conn.send(payload)
-
-    def missed(self, seq):
-        """The dispatches after seq, or None when they are no longer buffered."""
-        if seq < self.seq and (not self.events or self.events[0]["s"] > seq + 1):
-            return None
-        return [e for e in self.events if e["s"] > seq]
-
-    def attach(self, conn):
-        self.conn, self.detached_at = conn, None
-
-    def detach(self):
-        self.conn, self.detached_at = None, time.monotonic()
-
-    def alive(self, timeout):
-        return not self.ended and (self.conn is not None
-                                   or time.monotonic() - self.detached_at <= timeout)
-
-    def summary(self):
-        return {"id": self.id, "seq": self.seq, "intents": self.intents,
-                "attached": self.conn is not None, "ended": self.ended}
+class Connection(fake_discord.Connection):
+    reasons = CLOSE_REASONS
 
 
-class Connection:
-    """One gateway WebSocket: an ordered outbound queue and what the fake did to it."""
+class Gateway(fake_discord.Gateway):
+    """Identify and Resume, QQ's close codes, events by intent (see the module doc)."""
 
-    def __init__(self, ws, request, interval):
-        self.ws, self.request, self.interval = ws, request, interval
-        self.session = None
-        self.last_beat = time.monotonic()
-        self.server_close = None        # the code the fake closed with, or "drop"
-        self.invalidate = False
-        self.queue = asyncio.Queue()
-        self.writer = asyncio.ensure_future(self._write())
-        self.closed = asyncio.Event()
-
-    def send(self, payload):
-        self.queue.put_nowait(payload)
-
-    async def _write(self):
-        while True:
-            payload = await self.queue.get()
-            if payload is None:
-                return
-            try:
-                await self.ws.send_str(json.dumps(payload, ensure_ascii=False))
-            except (ConnectionError, RuntimeError):
-                return
-
-    async def close(self, code, invalidate=False):
-        """Closes with code after what is queued; invalidate ends the session too."""
-        if self.server_close is not None or self.ws.closed:
-            return
-        self.server_close, self.invalidate = code, invalidate
-        self.queue.put_nowait(None)
-        await asyncio.wait([self.writer], timeout=5)
-        try:
-            await self.ws.close(code=code, message=CLOSE_REASONS.get(code, "").encode())
-        finally:
-            self.closed.set()
-
-    def drop(self):
-        """Drops TCP without a close frame, as a network failure would."""
-        if self.server_close is None and self.request.transport is not None:
-            self.server_close = "drop"
-            self.request.transport.abort()
-
-
-class Gateway:
-    """Connections, sessions, Identify/Resume, heartbeats and faults (see the module doc)."""
+    RECONNECT_CLOSE = 4009
 
     def __init__(self, cfg, tokens, stats):
-        self.cfg, self.tokens, self.stats = cfg, tokens, stats
-        self.sessions = {}
-        self.conns = set()
-        self.acks = True
+        super().__init__(cfg, None, stats)
+        self.tokens = tokens
         self.duplicate = 0                  # the next n events are pushed twice
 
     async def handle(self, request):
         ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 20, timeout=5)
         await ws.prepare(request)
-        conn = Connection(ws, request, self.cfg.heartbeat_interval / 1000)
-        self.conns.add(conn)
-        self.stats["connections"] += 1
-        conn.send(frame(10, {"heartbeat_interval": self.cfg.heartbeat_interval}))
-        watchdog = asyncio.ensure_future(self._watchdog(conn))
-        try:
-            await self._read(conn)
-        finally:
-            watchdog.cancel()
-            conn.queue.put_nowait(None)
-            self.conns.discard(conn)
+        await self.run(Connection(ws, request, "gateway", self.cfg.heartbeat_interval / 1000),
+                       True)
         return ws
-
-    async def _read(self, conn):
-        while True:
-            msg = await conn.ws.receive()
-            if msg.type == WSMsgType.TEXT:
-                await self._on_text(conn, msg.data)
-                continue
-            if msg.type == WSMsgType.BINARY:
-                await conn.close(4002)
-                continue
-            if msg.type == WSMsgType.CLOSING and conn.server_close is not None:
-                await asyncio.wait_for(conn.closed.wait(), 10)
-            self._gone(conn, msg.data if msg.type == WSMsgType.CLOSE else None)
-            return
-
-    def _gone(self, conn, client_code):
-        if conn.server_close is not None:
-            self.stats["server_closes"][str(conn.server_close)] += 1
-        elif client_code is not None:
-            self.stats["client_closes"][str(client_code)] += 1
-        else:
-            self.stats["client_drops"] += 1
-        s = conn.session
-        if s is None or s.conn is not conn:
-            return
-        s.detach()
-        if client_code in (1000, 1001) or conn.invalidate:
-            self.end(s)
-
-    def end(self, s):
-        s.ended = True
-        self.sessions.pop(s.id, None)
-
-    async def _watchdog(self, conn):
-        while conn.server_close is None and not conn.ws.closed:
-            left = conn.last_beat + conn.interval * self.cfg.heartbeat_grace - time.monotonic()
-            if left <= 0:
-                self.stats["heartbeat_timeouts"] += 1
-                return await conn.close(4009)
-            await asyncio.sleep(left)
 
     async def _on_text(self, conn, text):
         if conn.server_close is not None:
@@ -359,14 +211,6 @@ class Gateway:
         if op == 6:
             return await self._resume(conn, d)
         return await conn.close(4001)
-
-    def _heartbeat(self, conn, d):
-        conn.last_beat = time.monotonic()
-        self.stats["heartbeats"] += 1
-        self.stats["last_heartbeat_d"] = d
-        if self.acks:
-            self.stats["heartbeat_acks"] += 1
-            conn.send(frame(11))
 
     def _token_ok(self, d):
         tok = d.get("token") if isinstance(d, dict) else None
@@ -389,7 +233,7 @@ class Gateway:
         self.stats["identify"] += 1
         self.stats["identifies"] = (self.stats["identifies"] + [
             {k: v for k, v in d.items() if k != "token"}])[-20:]
-        s = Session(intents, self.cfg.session_buffer)
+        s = fake_discord.Session(intents, self.cfg.session_buffer)
         self.sessions[s.id] = s
         s.attach(conn)
         conn.session = s
@@ -405,29 +249,7 @@ class Gateway:
         if not self._token_ok(d):
             return await conn.close(4004)
         self.stats["resume"] += 1
-        s = self.sessions.get(d["session_id"])
-        if s is None or not s.alive(self.cfg.resume_timeout):
-            return self._invalid(conn, False)
-        if d["seq"] > s.seq or d["seq"] < 0:
-            return await conn.close(4007)
-        missed = s.missed(d["seq"])
-        if missed is None:
-            return self._invalid(conn, False)
-        if s.conn is not None:              # a zombie still holds it: take it over
-            old = s.conn
-            s.detach()
-            asyncio.ensure_future(old.close(4009))
-        s.attach(conn)
-        conn.session = s
-        self.stats["replayed"] += len(missed)
-        for e in missed:
-            conn.send(e)
-        s.dispatch("RESUMED", "")
-        self.stats["resumed"] += 1
-
-    def _invalid(self, conn, resumable):
-        self.stats["invalid_sessions"] += 1
-        conn.send(frame(9, resumable))
+        await self.resume(conn, self.sessions.get(d["session_id"]), d["seq"], "")
 
     def connected(self):
         return any(s.conn is not None for s in self.sessions.values())
@@ -444,43 +266,14 @@ class Gateway:
                 for _ in range(times):
                     s.dispatch(t, d)
 
-    async def fault(self, body):
-        """A fault on every open connection; returns how many it reached."""
-        kind = body.get("kind")
-        conns = [c for c in self.conns if c.server_close is None and not c.ws.closed]
-        if kind in ("stop_acks", "resume_acks"):
-            self.acks = kind == "resume_acks"
-        elif kind == "duplicate":
-            self.duplicate = int(body.get("count", 1))
-        elif kind == "reconnect":
-            self.stats["reconnects"] += len(conns)
-            for c in conns:
-                c.send(frame(7))
-                asyncio.get_running_loop().call_later(
-                    self.cfg.reconnect_grace, lambda c=c: asyncio.ensure_future(c.close(4009)))
-        elif kind == "invalid_session":
-            resumable = bool(body.get("resumable", False))
-            for c in conns:
-                self._invalid(c, resumable)
-                s, c.session = c.session, None
-                if s is not None and s.conn is c:
-                    s.detach()
-                    if not resumable:
-                        self.end(s)
-        elif kind == "close":
-            code = int(body.get("code", 4009))
-            invalidate = bool(body.get("invalidate", code in ENDS_SESSION))
-            await asyncio.gather(*(c.close(code, invalidate) for c in conns))
-        elif kind == "drop":
-            for c in conns:
-                c.drop()
-        else:
-            raise ValueError("unknown gateway fault %r" % kind)
-        return len(conns)
+    def fault_extra(self, kind, body, conns):
+        if kind != "duplicate":
+            return False
+        self.duplicate = int(body.get("count", 1))
+        return True
 
-    async def shutdown(self):
-        await asyncio.gather(*(c.close(4009) for c in list(self.conns)),
-                             return_exceptions=True)
+    async def close_all(self, code, invalidate):
+        await asyncio.gather(*(c.close(code, invalidate) for c in list(self.conns)))
 
 
 class World:
@@ -532,6 +325,8 @@ class World:
 class Rest:
     """The token endpoint and the OpenAPI routes, with auth and faults around them."""
 
+    _take_fault = fake_discord.Rest._take_fault
+
     def __init__(self, cfg, tokens, world, gateway, stats):
         self.cfg, self.tokens, self.world = cfg, tokens, world
         self.gateway, self.stats = gateway, stats
@@ -550,15 +345,6 @@ class Rest:
                 ("POST", "/channels/{target}/messages", self.post_message),
                 ("POST", "/dms/{target}/messages", self.post_message),
                 ("PUT", "/interactions/{target}", self.put_interaction))]
-
-    def _take_fault(self, name):
-        for f in self.faults:
-            if f.get("route", "*") in ("*", name):
-                f["count"] -= 1
-                if f["count"] <= 0:
-                    self.faults.remove(f)
-                return f
-        return None
 
     async def _faulted(self, request, name):
         """The response a fault gives instead of the real one, or None; "after" for drop_after."""
@@ -655,7 +441,7 @@ class Rest:
         if m is None or m["kind"] != kind or m["chat"] != target:
             self.stats["unknown_msg_id"] += 1
             return error(400, 304026, "msg_id wrong or missing")
-        if time.time() - m["created"] > self.cfg.windows[kind]:
+        if time.time() - m["created"] > self.cfg.window(kind):
             self.stats["expired"] += 1
             return error(400, 304027, "msg_id expired")
         seq = body.get("msg_seq", 1)
@@ -705,7 +491,7 @@ class Rest:
 
 def new_stats():
     counters = ("connections identify resume resumed replayed invalid_sessions heartbeats "
-                "heartbeat_acks heartbeat_timeouts reconnects client_drops duplicated "
+                "heartbeat_acks heartbeats_unacked heartbeat_timeouts reconnects client_drops duplicated "
                 "rest_401 token_requests tokens_issued tokens_late token_refused dedup expired limit "
                 "not_connected unknown_msg_id interaction_acks").split()
     stats = dict.fromkeys(counters, 0)
@@ -733,38 +519,10 @@ class Fake:
         self.rest.gateway_url = self.gateway_url
 
 
-class Control:
-    """The tests' side door: inject messages, read what the bot did, switch faults."""
+class Control(fake_discord.Control):
+    """The control API (see the module doc)."""
 
-    def __init__(self, fake):
-        self.fake = fake
-
-    @staticmethod
-    @web.middleware
-    async def bad_input(request, handler):
-        """Any bad control request gets a 400 that says why; the fake stays up."""
-        try:
-            return await handler(request)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise web.HTTPBadRequest(text="%s: %s" % (type(e).__name__, e))
-
-    def routes(self, app):
-        for method, path, fn in (
-                ("POST", "/message", self.message), ("POST", "/messages", self.messages),
-                ("GET", "/sent", self.sent), ("GET", "/state", self.state),
-                ("POST", "/gateway_fault", self.gateway_fault),
-                ("POST", "/rest_fault", self.rest_fault),
-                ("POST", "/clear_faults", self.clear_faults),
-                ("POST", "/revoke_token", self.revoke_token),
-                ("POST", "/config", self.config), ("POST", "/reset", self.reset)):
-            app.router.add_route(method, path, fn)
-
-    @staticmethod
-    async def _body(request):
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object")
-        return body
+    chat_key = "chat"
 
     def _inject(self, spec):
         if not isinstance(spec, dict):
@@ -773,31 +531,6 @@ class Control:
         self.fake.gateway.publish(t, d, intent)
         return {"id": d["id"], "chat": chat}
 
-    async def message(self, request):
-        return web.json_response(self._inject(await self._body(request)))
-
-    async def messages(self, request):
-        specs = (await self._body(request)).get("messages", [])
-        return web.json_response({"messages": [self._inject(s) for s in specs]})
-
-    async def sent(self, request):
-        rest = self.fake.rest
-        after = int(request.query.get("after", 0))
-        deadline = time.monotonic() + float(request.query.get("wait", 0))
-        chat = request.query.get("chat")
-
-        def pick():
-            return [s for s in rest.sent[after:] if chat is None or s["chat"] == chat]
-        out = pick()
-        while not out and time.monotonic() < deadline:
-            try:
-                async with rest.sent_cond:
-                    await asyncio.wait_for(rest.sent_cond.wait(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                break
-            out = pick()
-        return web.json_response({"sent": out, "last": len(rest.sent)})
-
     async def state(self, request):
         f = self.fake
         return web.json_response({
@@ -805,60 +538,23 @@ class Control:
             "open_connections": len(f.gateway.conns), "acks": f.gateway.acks,
             "tokens": f.tokens.issued, "rest_faults": f.rest.faults, "config": f.cfg.public()})
 
-    async def gateway_fault(self, request):
-        n = await self.fake.gateway.fault(await self._body(request))
-        return web.json_response({"connections": n})
-
     async def rest_fault(self, request):
-        f = await self._body(request)
-        if str(f.get("kind")) not in ("429", "500", "502", "503", "304018", "slow", "drop",
-                                      "drop_after"):
-            raise ValueError("unknown rest fault %r" % f.get("kind"))
-        f.setdefault("route", "*")
-        f["count"] = int(f.get("count", 1))
-        self.fake.rest.faults.append(f)
+        body = await self._body(request)
+        if body.get("kind") != "304018":
+            return await super().rest_fault(request)
+        self.fake.rest.faults.append(dict(body, route=body.get("route", "*"),
+                                          count=int(body.get("count", 1))))
         return web.json_response({"ok": True})
 
     async def clear_faults(self, request):
-        self.fake.rest.faults.clear()
-        self.fake.gateway.acks = True
         self.fake.gateway.duplicate = 0
-        return web.json_response({"ok": True})
+        return await super().clear_faults(request)
 
     async def revoke_token(self, request):
         """Every token stops working; gateway connections end with 4004."""
-        f = self.fake
-        f.tokens.revoke()
-        await asyncio.gather(*(c.close(4004, True) for c in list(f.gateway.conns)))
+        self.fake.tokens.revoke()
+        await self.fake.gateway.close_all(4004, True)
         return web.json_response({"ok": True})
-
-    async def config(self, request):
-        self.fake.cfg.update(await self._body(request))
-        return web.json_response(self.fake.cfg.public())
-
-    async def reset(self, request):
-        for c in list(self.fake.gateway.conns):
-            c.drop()
-        self.fake.reset_state()
-        return web.json_response({"ok": True})
-
-
-def make_tls(directory):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path = os.path.join(directory, "ca.pem")
-    ca.cert_pem.write_to_path(ca_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    return ctx, ca_path
-
-
-async def start_site(app, port, tls):
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls, backlog=256)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
 
 
 async def serve(args):
@@ -877,10 +573,13 @@ async def serve(args):
     api.router.add_post("/app/getAppAccessToken", token_handler)
     api.router.add_get("/websocket/", gateway_handler)
     api.router.add_route("*", "/{tail:.*}", rest_handler)
-    ctl = web.Application(middlewares=[Control.bad_input])
+    ctl = web.Application(middlewares=[bad_input])
     Control(fake).routes(ctl)
-    started = [await start_site(api, args.port, ctx), await start_site(ctl, args.ctl_port, None)]
-    port, ctl_port = started[0][1], started[1][1]
+    runners = [web.AppRunner(app, access_log=None, handle_signals=False) for app in (api, ctl)]
+    for r in runners:
+        await r.setup()
+    port = await start_site(runners[0], args.port, ctx)
+    ctl_port = await start_site(runners[1], args.ctl_port, None)
     fake.gateway_url = "wss://127.0.0.1:%d/websocket/" % port
     fake.reset_state()
     info = {"api_url": "https://127.0.0.1:%d" % port, "gateway_url": fake.gateway_url,
@@ -895,8 +594,8 @@ async def serve(args):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await asyncio.wait_for(fake.gateway.shutdown(), 5)
-    for runner, _ in started:
-        await runner.cleanup()
+    for r in runners:
+        await r.cleanup()
 
 
 def main():

@@ -6,7 +6,7 @@ IDENTIFYs: a restart must resume the gateway session, so that QQ replays
 what arrived while the worker was away; the replies must carry the id of a
 message of their chat (passive replies), also after a restart.
 """
-import json
+import contextlib
 import os
 import signal
 import time
@@ -14,8 +14,9 @@ import time
 import pytest
 
 from conftest import free_port
-from console_util import Console, WorkerProc, write_config
-from plat_util import platform, start_supervised as plat_start_supervised
+from console_util import Console, WorkerProc
+from plat_util import Workers, platform, platform_config
+from plat_util import start_supervised as plat_start_supervised
 from plat_util import wait_generation as plat_wait_generation, wait_platform_state
 from qqbot_util import FakeQQ, DIRECT_MESSAGE, GROUP_AND_C2C, PUBLIC_GUILD_MESSAGES
 from tg_util import dump_logs
@@ -42,13 +43,7 @@ def qq_config(directory, port, fake, qq=None, extra=None):
            "api_url": fake.api_url, "token_url": fake.token_url,
            "allowed_users": ["*"], "admins": [ADMIN]}
     sec.update(qq or {})
-    more = {"tls": {"ca_file": fake.ca}, "drain_timeout": 5}
-    more.update(extra or {})
-    path = write_config(directory, port, extra=more)
-    conf = json.loads(path.read_text())
-    conf["platforms"]["qqbot"] = {k: v for k, v in sec.items() if v is not None}
-    path.write_text(json.dumps(conf, indent=2))
-    return path
+    return platform_config(directory, port, "qqbot", sec, fake.ca, extra)
 
 
 def wait_state(con, state, detail=None, timeout=30.0):
@@ -57,31 +52,26 @@ def wait_state(con, state, detail=None, timeout=30.0):
 
 @pytest.fixture
 def gw(build, tmp_path, fake):
-    procs = []
-
-    def start(qq=None, wait_up=True, env=None):
-        port = free_port()
-        cfg = qq_config(tmp_path, port, fake, qq)
-        w = WorkerProc(build, cfg, home=tmp_path, env=env).start()
-        procs.append(w)
-        con = Console(port)
-        con.wait_ready()
-        if wait_up:
-            wait_state(con, "up")
-        return w, con
-    yield start
-    dump_logs(*procs)
-    for p in procs:
-        p.stop()
+    workers = Workers(build, tmp_path, "qqbot",
+                      lambda port, qq: qq_config(tmp_path, port, fake, qq))
+    yield lambda qq=None, wait_up=True, env=None: workers.start(qq, wait_up, env)
+    workers.close()
 
 
-def contents(sent, chat=None):
-    return [s["content"] for s in sent if chat is None or s["chat"] == chat]
+def contents(sent):
+    return [s["content"] for s in sent]
 
 
 def wait_content(fake, text, timeout=30.0):
     got = fake.wait_sent(lambda ss: text in contents(ss), timeout=timeout)
     return next(s for s in got if s["content"] == text)
+
+
+def wait_until(pred, timeout):
+    """Polls pred until it holds or timeout seconds pass (the caller asserts after)."""
+    end = time.monotonic() + timeout
+    while not pred() and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 # ---- round trips and addressing -------------------------------------------------
@@ -153,16 +143,12 @@ def test_more_pieces_than_replies_allowed_logged(gw, fake):
     text = " ".join("word%04d" % i for i in range(2600))          # about 23,400 bytes
     fake.message(kind="c2c", user=USER, content=text)
     fake.wait_sent(lambda ss: len(ss) >= 5)
-    deadline = time.monotonic() + 20
-    while "has had its 5 replies" not in w.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: "has had its 5 replies" in w.log(), 20)
     assert "has had its 5 replies" in w.log()
     assert len(fake.all_sent()) == 5 and fake.stats()["limit"] == 0
     fake.configure(reply_cap=2)                     # the server's own count refuses first
     fake.message(kind="c2c", user=USER, content=" ".join("more%04d" % i for i in range(1000)))
-    deadline = time.monotonic() + 20
-    while fake.stats()["limit"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: fake.stats()["limit"] > 0, 20)
     time.sleep(1.0)
     assert fake.stats()["limit"] == 1               # 22009 once, not retried
     assert "no more replies to that message" in w.log()
@@ -174,18 +160,14 @@ def test_more_pieces_than_replies_allowed_logged(gw, fake):
 def test_reply_outside_its_window_logged(gw, fake):
     w, con = gw()
     fake.message(kind="group", user=USER, group=GROUP, content="six minutes ago", age=360)
-    deadline = time.monotonic() + 20
-    while "past its reply window" not in w.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: "past its reply window" in w.log(), 20)
     assert "past its reply window" in w.log()
     assert fake.stats()["expired"] == 0             # known before sending
     # the window closes while the reply is on its way: QQ says 304027
-    fake.configure(windows={"group": 2})
+    fake.configure(group_window=2)
     fake.rest_fault("slow", route="POST /v2/groups/{id}/messages", delay=3)
     fake.message(kind="group", user=USER, group=GROUP, content="just in time?")
-    deadline = time.monotonic() + 20
-    while fake.stats()["expired"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: fake.stats()["expired"] > 0, 20)
     time.sleep(1.0)
     assert fake.stats()["expired"] == 1
     assert "unknown or past its reply window" in w.log()
@@ -238,9 +220,7 @@ def test_revoked_token_4004_refreshed_then_identify(gw, fake):
     w, con = gw()
     before = fake.stats()
     fake.revoke_token()                             # every token dies, the gateway closes 4004
-    deadline = time.monotonic() + 30
-    while fake.stats()["identify"] == before["identify"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: fake.stats()["identify"] > before["identify"], 30)
     wait_state(con, "up")
     fake.message(kind="c2c", user=USER, content="after 4004")
     wait_content(fake, "after 4004")
@@ -286,9 +266,7 @@ def test_lost_session_identifies_anew(gw, fake, how):
         fake.gateway_fault("invalid_session", resumable=False)
     else:
         fake.gateway_fault("close", code=int(how))
-    deadline = time.monotonic() + 30
-    while fake.stats()["identify"] == before["identify"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: fake.stats()["identify"] > before["identify"], 30)
     wait_state(con, "up")
     fake.message(kind="c2c", user=USER, content="fresh session")
     wait_content(fake, "fresh session")
@@ -342,9 +320,7 @@ def test_missed_heartbeat_acks_reconnect(gw, fake):
     w, con = gw()
     before = fake.stats()
     fake.gateway_fault("stop_acks")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and fake.stats()["resume"] == before["resume"]:
-        time.sleep(0.2)
+    wait_until(lambda: fake.stats()["resume"] > before["resume"], 20)
     fake.gateway_fault("resume_acks")
     fake.message(kind="c2c", user=USER, content="alive again")
     wait_content(fake, "alive again")
@@ -376,26 +352,17 @@ def test_gateway_url_fetch_failure_recovers(gw, fake):
 
 def test_send_faults_retried_posted_once(gw, fake):
     w, con = gw()
-    route = "POST /v2/users/{id}/messages"
-    fake.rest_fault("304018", route=route, count=2)
-    fake.message(kind="c2c", user=USER, content="after 304018")
-    wait_content(fake, "after 304018")
-    fake.rest_fault("429", route=route, count=1)
-    fake.message(kind="c2c", user=USER, content="after a 429")
-    wait_content(fake, "after a 429")
-    fake.rest_fault("502", route=route, count=2)
-    fake.message(kind="c2c", user=USER, content="after two 502s")
-    wait_content(fake, "after two 502s")
-    fake.rest_fault("drop_after", route=route, count=1)
-    fake.message(kind="c2c", user=USER, content="response lost")
-    wait_content(fake, "response lost")
-    deadline = time.monotonic() + 15
-    while fake.stats()["dedup"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    faults = (("304018", 2, "after 304018"), ("429", 1, "after a 429"),
+              ("502", 2, "after two 502s"), ("drop_after", 1, "response lost"))
+    for kind, count, text in faults:
+        fake.rest_fault(kind, route="POST /v2/users/{id}/messages", count=count)
+        fake.message(kind="c2c", user=USER, content=text)
+        wait_content(fake, text)
+    wait_until(lambda: fake.stats()["dedup"] > 0, 15)
     assert fake.stats()["dedup"] == 1               # the retry was recognized by msg_seq
     sent = contents(fake.all_sent())
-    for t in ("after 304018", "after a 429", "after two 502s", "response lost"):
-        assert sent.count(t) == 1, (t, sent)
+    for _, _, text in faults:
+        assert sent.count(text) == 1, (text, sent)
     assert platform(con.status(), "qqbot")["state"] == "up"
 
 
@@ -448,9 +415,18 @@ def test_config_from_environment_and_errors(build, tmp_path, fake):
 
 # ---- restarts -------------------------------------------------------------------------
 
-def start_supervised(build, tmp_path, fake, qq=None):
-    return plat_start_supervised(build, tmp_path, "qqbot",
-                                 lambda port: qq_config(tmp_path, port, fake, qq))
+@contextlib.contextmanager
+def supervised(build, tmp_path, fake, qq=None):
+    """The real supervisor on the fake; its log is printed when the test fails."""
+    sup, con = plat_start_supervised(build, tmp_path, "qqbot",
+                                     lambda port: qq_config(tmp_path, port, fake, qq))
+    try:
+        yield sup, con
+    except BaseException:
+        dump_logs(sup)
+        raise
+    finally:
+        sup.stop()
 
 
 def wait_generation(con, gen, timeout=30.0):
@@ -461,8 +437,7 @@ def test_restart_online_notice_same_chat(build, tmp_path, fake, monkeypatch):
     """/restart in a group: the notice goes to that group as a reply to the /restart
     message (kept across the restart), and to the home channel (QQBOT_HOME_CHANNEL)."""
     monkeypatch.setenv("QQBOT_HOME_CHANNEL", "c2c:" + USER)
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
+    with supervised(build, tmp_path, fake) as (sup, con):
         home = fake.message(kind="c2c", user=USER, content="I live here")
         wait_content(fake, "I live here")
         m = fake.message(kind="group", user=ADMIN, group=GROUP, content="/restart")
@@ -480,18 +455,12 @@ def test_restart_online_notice_same_chat(build, tmp_path, fake, monkeypatch):
         fake.message(kind="c2c", user=USER, content="still up")
         wait_content(fake, "still up")
         assert fake.client_secret not in sup.log()
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 def test_100_messages_across_10_restarts_resumed(build, tmp_path, fake):
     """Every message sent while /restart is issued 10 times is answered exactly once,
     in its chat, and every restart resumes the gateway session instead of identifying."""
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
+    with supervised(build, tmp_path, fake) as (sup, con):
         s0 = fake.stats()
         n = 0
         specs = {}
@@ -523,16 +492,10 @@ def test_100_messages_across_10_restarts_resumed(build, tmp_path, fake):
               "resumes", s1["resume"] - s0["resume"])
         assert s1["identify"] == s0["identify"]
         assert s1["resume"] - s0["resume"] >= 10
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
 
 
 def test_sigkill_next_worker_resumes_loses_nothing(build, tmp_path, fake):
-    sup, con = start_supervised(build, tmp_path, fake)
-    try:
+    with supervised(build, tmp_path, fake) as (sup, con):
         s0 = fake.stats()
         fake.messages([dict(kind="c2c", user=USER, content=f"k{i}") for i in range(20)])
         os.kill(con.status()["worker_pid"], signal.SIGKILL)
@@ -543,8 +506,3 @@ def test_sigkill_next_worker_resumes_loses_nothing(build, tmp_path, fake):
         got = contents(fake.all_sent())
         assert [t for t in want if got.count(t) != 1] == []
         assert fake.stats()["identify"] == s0["identify"]
-    except Exception:
-        dump_logs(sup)
-        raise
-    finally:
-        sup.stop()
