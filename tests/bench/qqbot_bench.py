@@ -28,20 +28,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 
+from discord_bench import collect                    # noqa: E402
 from qqbot_util import FakeQQ                        # noqa: E402
 from plat_util import start_supervised, wait_platform_state  # noqa: E402
 from tg_bench import cpu_seconds, pct                # noqa: E402
 from test_qqbot import ADMIN, qq_config              # noqa: E402
-
-
-def collect(fake, after, pred, timeout=600):
-    new = []
-    end = time.monotonic() + timeout
-    while not pred(new):
-        if time.monotonic() > end:
-            raise TimeoutError(f"only {len(new)} answers")
-        new.extend(fake.sent(after=after + len(new), wait=2)["sent"])
-    return new
 
 
 def throughput(fake, con, n, chats):
