@@ -163,17 +163,31 @@ env_true(const char *name)
 	    strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
 }
 
-/* "console" -> "CONSOLE_" + suffix; Home Assistant's variables are HASS_*. */
+/* prefix ("QQ", or the platform's name when NULL) in capitals, "_", suffix. */
 static char *
-env_name(const char *platform, const char *suffix)
+env_name(const char *prefix, const char *platform, const char *suffix)
 {
-	char *s = xasprintf("%s_%s", strcmp(platform, "homeassistant") == 0 ? "hass" : platform,
-	    suffix);
+	char *s = xasprintf("%s_%s", prefix != NULL ? prefix : platform, suffix);
 	char *p;
 
 	for (p = s; *p != '\0'; p++)
 		*p = (char)toupper((unsigned char)*p);
 	return s;
+}
+
+/* A copy of a NULL-terminated list (an empty one for NULL). */
+static char **
+list_copy(const char *const *l)
+{
+	size_t n = 0, i;
+	char **out;
+
+	while (l != NULL && l[n] != NULL)
+		n++;
+	out = xcalloc(n + 1, sizeof(*out));
+	for (i = 0; i < n; i++)
+		out[i] = xstrdup(l[i]);
+	return out;
 }
 
 /* Applies <P>_ALLOWED_USERS, <P>_ALLOW_ALL_USERS and <P>_HOME_CHANNEL. */
@@ -183,19 +197,22 @@ platform_env_overrides(struct config_platform *p)
 	char *n;
 	const char *v;
 
-	n = env_name(p->name, "ALLOWED_USERS");
+	const char *uenv = p->ops != NULL ? p->ops->users_env : NULL;
+	const char *henv = p->ops != NULL ? p->ops->home_env : NULL;
+
+	n = env_name(uenv, p->name, "ALLOWED_USERS");
 	if ((v = getenv(n)) != NULL && *v != '\0') {
 		config_list_free(p->allowed_users);
 		p->allowed_users = config_split_list(v);
 	}
 	free(n);
-	n = env_name(p->name, "ALLOW_ALL_USERS");
+	n = env_name(uenv, p->name, "ALLOW_ALL_USERS");
 	if (env_true(n)) {
 		config_list_free(p->allowed_users);
 		p->allowed_users = config_split_list("*");
 	}
 	free(n);
-	n = env_name(p->name, "HOME_CHANNEL");
+	n = env_name(henv, p->name, "HOME_CHANNEL");
 	if ((v = getenv(n)) != NULL && *v != '\0') {
 		free(p->home_channel);
 		p->home_channel = xstrdup(v);
@@ -264,20 +281,11 @@ parse_platform(const char *file, cJSON *sec, struct config_platform *p, char *er
 			}
 		}
 	}
-	/* The local console is usable out of the box: everyone, admin "local". */
-	if (strcmp(p->name, "console") == 0) {
-		if (p->allowed_users == NULL)
-			p->allowed_users = config_split_list("*");
-		if (p->admins == NULL)
-			p->admins = config_split_list("local");
-	}
-	/* Home Assistant's events carry no user: they come from "homeassistant". */
-	if (strcmp(p->name, "homeassistant") == 0 && p->allowed_users == NULL)
-		p->allowed_users = config_split_list("homeassistant");
+	/* A platform's own defaults (the console: everyone, admin "local"). */
 	if (p->allowed_users == NULL)
-		p->allowed_users = xcalloc(1, sizeof(char *));
+		p->allowed_users = list_copy(p->ops != NULL ? p->ops->default_users : NULL);
 	if (p->admins == NULL)
-		p->admins = xcalloc(1, sizeof(char *));
+		p->admins = list_copy(p->ops != NULL ? p->ops->default_admins : NULL);
 	platform_env_overrides(p);
 	return 0;
 }

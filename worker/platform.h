@@ -109,6 +109,17 @@ struct platform_ops {
 	 */
 	void (*typing)(void *self, const char *chat_id, const char *thread_id);
 	unsigned typing_every_ms;
+	/*
+	 * The prefixes of the environment variables that override the common
+	 * keys, as the Python gateway named them: <users_env>_ALLOWED_USERS
+	 * and _ALLOW_ALL_USERS, <home_env>_HOME_CHANNEL.  NULL: the name in
+	 * capitals.
+	 */
+	const char *users_env, *home_env;
+	/* allowed_users when the config names none (NULL-terminated); NULL: nobody. */
+	const char *const *default_users;
+	/* admins when the config names none; NULL: none. */
+	const char *const *default_admins;
 };
 
 /* The table of all platforms, NULL-terminated (worker/platforms/registry.c). */

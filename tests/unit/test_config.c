@@ -291,6 +291,36 @@ START_TEST(test_platform_keys_and_lists)
 }
 END_TEST
 
+/* A platform's own environment names and defaults come from its ops, not config.c. */
+START_TEST(test_env_names_from_platform_ops)
+{
+	char err[512];
+	struct config *c;
+	const struct config_platform *p;
+
+	setenv("QQ_ALLOWED_USERS", "o1,o2", 1);
+	setenv("QQBOT_HOME_CHANNEL", "group:g1", 1);
+	setenv("HASS_HOME_CHANNEL", "notify.phone", 1);
+	c = config_parse("{\"platforms\": {\"qqbot\": {}, \"homeassistant\": {}, "
+	    "\"console\": {}}}", "f", err, sizeof(err));
+	ck_assert_msg(c != NULL, "%s", err);
+	p = config_platform(c, "qqbot");
+	ck_assert_str_eq(p->allowed_users[0], "o1");
+	ck_assert_str_eq(p->allowed_users[1], "o2");
+	ck_assert_str_eq(p->home_channel, "group:g1");
+	p = config_platform(c, "homeassistant");
+	ck_assert_str_eq(p->allowed_users[0], "homeassistant");
+	ck_assert_str_eq(p->home_channel, "notify.phone");
+	p = config_platform(c, "console");
+	ck_assert_str_eq(p->allowed_users[0], "*");
+	ck_assert_str_eq(p->admins[0], "local");
+	config_free(c);
+	unsetenv("QQ_ALLOWED_USERS");
+	unsetenv("QQBOT_HOME_CHANNEL");
+	unsetenv("HASS_HOME_CHANNEL");
+}
+END_TEST
+
 START_TEST(test_env_overrides)
 {
 	char err[512];
@@ -452,6 +482,7 @@ config_suite(void)
 	tcase_add_test(tc, test_getters);
 	tcase_add_test(tc, test_platform_keys_and_lists);
 	tcase_add_test(tc, test_env_overrides);
+	tcase_add_test(tc, test_env_names_from_platform_ops);
 	tcase_add_test(tc, test_split_list);
 	tcase_add_test(tc, test_dotenv);
 	tcase_add_test(tc, test_secret_sources);

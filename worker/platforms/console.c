@@ -2987,6 +2987,10 @@ console_free(void *self)
 	free(c);
 }
 
+/* Usable out of the box: everyone, admin "local" (see the trust model). */
+static const char *const con_default_users[] = { "*", NULL };
+static const char *const con_default_admins[] = { "local", NULL };
+
 const struct platform_ops console_ops = {
 	.name = "console",
 	.max_text = CON_MAX_BODY,
@@ -2996,4 +3000,6 @@ const struct platform_ops console_ops = {
 	.send = console_send,
 	.stop = console_stop,
 	.free = console_free,
+	.default_users = con_default_users,
+	.default_admins = con_default_admins,
 };

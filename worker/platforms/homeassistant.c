@@ -645,6 +645,9 @@ ha_free(void *self)
 	ha_free_conf(ha);
 }
 
+/* Its events carry no user: they come from "homeassistant". */
+static const char *const ha_default_users[] = { "homeassistant", NULL };
+
 const struct platform_ops homeassistant_ops = {
 	.name = "homeassistant",
 	.max_text = HA_MAX_TEXT,
@@ -654,4 +657,7 @@ const struct platform_ops homeassistant_ops = {
 	.send = kit_vt_send,
 	.stop = kit_vt_stop,
 	.free = ha_free,
+	.users_env = "HASS",
+	.home_env = "HASS",
+	.default_users = ha_default_users,
 };

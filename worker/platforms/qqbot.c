@@ -1228,4 +1228,5 @@ const struct platform_ops qqbot_ops = {
 	.send = kit_vt_send,
 	.stop = kit_vt_stop,
 	.free = qq_free,
+	.users_env = "QQ",
 };
