@@ -7,11 +7,13 @@
 #include "platform.h"
 #include "platforms/console.h"
 #include "platforms/discord.h"
+#include "platforms/slack.h"
 #include "platforms/telegram.h"
 
 const struct platform_ops *const platform_table[] = {
 	&console_ops,
 	&discord_ops,
+	&slack_ops,
 	&telegram_ops,
 	NULL,
 };
