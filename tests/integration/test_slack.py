@@ -19,6 +19,7 @@ from plat_util import platform, start_supervised as plat_start_supervised
 from plat_util import wait_generation as plat_wait_generation, wait_platform_state
 from slack_util import FakeSlack, texts, unescape
 from tg_util import dump_logs
+from test_telegram_reliability import BIG, fill, small_state_dir   # noqa: F401 (fixture)
 
 ADMIN = "U0ADMIN"
 USER = "U0USER1"
@@ -328,6 +329,35 @@ def test_reused_ticket_refused(fake):
         c.close()
     assert statuses == [101, 401]
     assert fake.stats()["link_refused_reused"] == 1
+
+
+def test_full_journal_nothing_acked_then_answered(gw, fake, small_state_dir):
+    """While the journal cannot be written no envelope is acknowledged, so
+    Slack keeps delivering; once it can, everything is answered once."""
+    fake.configure(retry_delays=[0.0, 4.0, 8.0, 16.0])
+    w, con = gw()
+    fake.message(dm=True, user=USER, text="before")
+    fake.wait_text("before")
+    settle(fake)
+    acks0 = fake.stats()["acks"]
+    filler = fill(small_state_dir)
+    for i in range(3):
+        fake.message(dm=True, user=f"U0FULL{i}", text=f"{BIG} {i}")
+    p = wait_state(con, "backoff", "No space left")
+    time.sleep(3.5)                                     # past the ack deadline
+    st = fake.state()
+    # not acked, so delivered again (an ack means the journal held it: any write that
+    # got through while the disk was full, its message is answered below)
+    assert st["deliveries"]["pending"] >= 1 and st["stats"]["retries"] >= 1
+    assert st["stats"]["acks"] - acks0 < 3
+    assert fake.bot_token not in p["detail"]
+    filler.unlink()
+    wait_state(con, "up", timeout=30)
+    got = fake.wait_sent(lambda ss: all(f"{BIG} {i}" in texts(ss) for i in range(3)),
+                         timeout=40)
+    assert all(texts(got).count(f"{BIG} {i}") == 1 for i in range(3))
+    assert fake.stats().get("dropped", 0) == 0
+    assert w.alive()
 
 
 # ---- restarts -------------------------------------------------------------------------

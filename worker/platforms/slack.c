@@ -78,17 +78,16 @@ sl_strip_mention(char *text, const char *self)
 void
 sl_unescape(char *text)
 {
+	static const char *const ent[] = { "&amp;", "&lt;", "&gt;" };
 	char *r = text, *w = text;
+	size_t i;
 
-	for (; *r != '\0'; w++)
-		if (strncmp(r, "&amp;", 5) == 0 && (r += 5) != NULL)
-			*w = '&';
-		else if (strncmp(r, "&lt;", 4) == 0 && (r += 4) != NULL)
-			*w = '<';
-		else if (strncmp(r, "&gt;", 4) == 0 && (r += 4) != NULL)
-			*w = '>';
-		else
-			*w = *r++;
+	while (*r != '\0') {
+		for (i = 0; i < 3 && strncmp(r, ent[i], strlen(ent[i])) != 0; i++)
+			;
+		*w++ = i < 3 ? "&<>"[i] : *r;
+		r += i < 3 ? strlen(ent[i]) : 1;
+	}
 	*w = '\0';
 }
 
