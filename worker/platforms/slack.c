@@ -38,7 +38,7 @@ struct sl_conn {
 
 struct sl {
 	struct kit *kit;                /* first: the kit's vtable entries find it */
-	const struct plat_env *env;     /* borrowed until free */
+	struct plat_env env;            /* a copy: what it points to lives until free */
 	const char *name;
 	struct http_client *http;
 	char *api_url, *bot_auth, *app_auth;
@@ -328,7 +328,7 @@ sl_conn_new(struct sl *sl, const char *url)
 	sl_conn_drop(c);
 	c->sl = sl;
 	c->gen = ++sl->gen;
-	c->ws = ws_new(sl->env->base, sl->env->dns, sl->env->tls, url, &o, sl_ws_cb, c);
+	c->ws = ws_new(sl->env.base, sl->env.dns, sl->env.tls, url, &o, sl_ws_cb, c);
 	c->st = c->ws != NULL ? SLC_OPENING : SLC_FREE;
 	if (c->ws == NULL)
 		sl_attempt_failed(sl, OUTQ_TRANSIENT, 0,
@@ -651,7 +651,7 @@ sl_create(const struct plat_env *env, char *err, size_t errlen)
 	struct timeval tv;
 
 	sl->require_mention = 1;
-	sl->env = env;
+	sl->env = *env;
 	sl->name = env->name;
 	sl->kit = kit_new(env, &sl_kit_ops, sl);
 	sl->http = http_client_new(env->base, env->dns, env->tls);
