@@ -160,6 +160,7 @@ class Delivery:
         self.envelopes = []                     # (envelope_id, link id or None)
         self.acked = asyncio.Event()
         self.state = "pending"                  # acked | dropped
+        self.sent_at = {}                       # envelope_id -> monotonic send time
 
 
 class Fake:
@@ -189,6 +190,7 @@ class Fake:
         self.messages = collections.defaultdict(list)    # channel -> ts list
         self.post_times = collections.defaultdict(collections.deque)
         self.max_links = 0
+        self.ack_ms = collections.deque(maxlen=100000)   # send to ack, per envelope
         self.gaps = 0                           # deliveries made with no link open
 
     # -- ids ----------------------------------------------------------------
@@ -230,6 +232,7 @@ class Fake:
         if link is None or not await link.send(env):
             self.stats["deliveries_lost"] += 1
         else:
+            d.sent_at[env_id] = time.monotonic()        # written to the socket
             self.stats["envelopes"] += 1
             if d.attempt > 0:
                 self.stats["retries"] += 1
@@ -277,6 +280,8 @@ class Fake:
             self.stats["acks_ignored"] += 1
             return
         self.stats["acks"] += 1
+        if env_id in d.sent_at:
+            self.ack_ms.append((time.monotonic() - d.sent_at[env_id]) * 1000)
         if d.acked.is_set():
             self.stats["acks_again"] += 1
         d.acked.set()
@@ -609,7 +614,8 @@ class Control:
         return web.json_response({
             "stats": f.stats, "links": [k.summary() for k in f.links.values()],
             "open_links": len(f.open_links()), "max_links": f.max_links, "gaps": f.gaps,
-            "deliveries": dl, "retried": retried, "config": f.cfg.public()})
+            "deliveries": dl, "retried": retried, "ack_ms": list(f.ack_ms),
+            "config": f.cfg.public()})
 
     async def fault(self, request):
         return web.json_response({"links": await self.fake.fault(await self._body(request))})
