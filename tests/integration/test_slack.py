@@ -308,29 +308,6 @@ def test_per_channel_rate_limit_honoured(gw, fake):
     assert all(texts(got).count(f"burst {i}") == 1 for i in range(12))
 
 
-def test_reused_ticket_refused(fake):
-    """The fake's single-use URLs: the second upgrade with the same ticket is refused."""
-    import ssl
-    import http.client
-    import urllib.request as ur
-    req = ur.Request(fake.api_url + "/apps.connections.open", data=b"{}", method="POST",
-                     headers={"Authorization": "Bearer " + fake.app_token,
-                              "Content-Type": "application/json; charset=utf-8"})
-    ctx = ssl.create_default_context(cafile=fake.ca)
-    url = json.loads(ur.urlopen(req, context=ctx, timeout=10).read())["url"]
-    path = url.split("127.0.0.1:%d" % fake.port, 1)[1]
-    hdrs = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-    statuses = []
-    for _ in range(2):
-        c = http.client.HTTPSConnection("127.0.0.1", fake.port, context=ctx, timeout=10)
-        c.request("GET", path, headers=hdrs)
-        statuses.append(c.getresponse().status)
-        c.close()
-    assert statuses == [101, 401]
-    assert fake.stats()["link_refused_reused"] == 1
-
-
 def test_full_journal_nothing_acked_then_answered(gw, fake, small_state_dir):
     """While the journal cannot be written no envelope is acknowledged, so
     Slack keeps delivering; once it can, everything is answered once."""
