@@ -45,7 +45,8 @@ Control API (JSON) on the control port:
        drop | silent | close (code) | ignore_acks (count) | dup (count)}
   POST /web_fault {kind: 429 (retry_after) | 500 | error (error) | drop |
        drop_after, method ("*" or a method name), count}
-  POST /clear_faults, /revoke (which: bot | app), /config {fields}, /reset
+  POST /clear_faults, /revoke (which: bot: token_revoked | app: invalid_auth,
+       links closed), /config {fields}, /reset
 Run: fake_slack.py --dir DIR [--bot-token T] [--app-token T]; prints one JSON
 line (ports, urls, ca, ids) when ready, also written to <dir>/fake-slack.json.
 """
@@ -183,6 +184,7 @@ class Fake:
         self.pending = {}                       # envelope_id -> Delivery
         self.deliveries = {}                    # event_id -> Delivery
         self.web_faults = []
+        self.revoked = set()                    # bot tokens that read token_revoked
         self.ignore_acks = 0
         self.dup = 0
         self.ts_last = 0
@@ -487,6 +489,8 @@ class Fake:
         want = self.cfg.app_token if kind == "app" else self.cfg.bot_token
         if token == want:
             return None
+        if token in self.revoked:
+            return "token_revoked"
         other = self.cfg.bot_token if kind == "app" else self.cfg.app_token
         if token == other or (kind == "app") != token.startswith("xapp-"):
             return "not_allowed_token_type"
@@ -637,13 +641,15 @@ class Control:
         return web.json_response({"ok": True})
 
     async def revoke(self, request):
-        """A token is revoked: the Web API answers invalid_auth; app: links close."""
+        """A token is revoked: the bot's reads token_revoked; the app's: links close."""
         which = (await self._body(request)).get("which", "bot")
         if which == "app":
             self.fake.cfg.app_token = "xapp-revoked-" + uuid.uuid4().hex
+            # an app-level token reads invalid_auth on apps.connections.open [inferred]
             for k in self.fake.open_links():
                 await k.ws.close(code=1000, message=b"token revoked")
         else:
+            self.fake.revoked.add(self.fake.cfg.bot_token)
             self.fake.cfg.bot_token = "xoxb-revoked-" + uuid.uuid4().hex
         return web.json_response({"ok": True})
 

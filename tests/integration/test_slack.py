@@ -92,7 +92,7 @@ def settle(fake, timeout=20.0):
 # ---- round trips and addressing -------------------------------------------------
 
 def test_dm_round_trip_escaped_and_acked(gw, fake):
-    w, con = gw()
+    w, con = gw(env={"HERMES_DEBUG": "1"})             # debug lines hold no secret either
     dm = fake.message(dm=True, user=USER, text="a < b & c > d")
     s = fake.wait_text("a < b & c > d")
     assert s["channel"] == dm["channel"]
@@ -265,6 +265,27 @@ def test_app_token_refused_unauthorized(gw, fake):
     p = wait_state(con, "unauthorized", detail="apps.connections.open: invalid_auth")
     assert "app_token" in p["detail"]
     assert "xapp-1-wrong" not in w.log()
+
+
+def test_revoked_bot_token(gw, fake):
+    """Replies fail as unauthorized (kept, retried slowly) while the link is
+    up; the next connection attempt stops at auth.test; the worker stays up."""
+    w, con = gw()
+    fake.revoke("bot")
+    fake.message(dm=True, user=USER, text="after the bot token went")
+    p = wait_state(con, "up", detail="chat.postMessage: token_revoked")
+    assert "sending fails" in p["detail"]
+    fake.fault("drop")
+    p = wait_state(con, "unauthorized", detail="auth.test: token_revoked (check bot_token)")
+    assert w.alive() and fake.bot_token not in w.log()
+
+
+def test_revoked_app_token(gw, fake):
+    w, con = gw()
+    fake.revoke("app")
+    p = wait_state(con, "unauthorized", detail="apps.connections.open: invalid_auth")
+    assert "check app_token" in p["detail"]
+    assert w.alive() and fake.app_token not in w.log()
 
 
 def test_connections_open_429_retry_after(gw, fake):
