@@ -62,9 +62,9 @@ def wait_state(con, state, detail=None, timeout=30.0):
 def gw(build, tmp_path, fake):
     procs = []
 
-    def start(slack=None, wait_up=True, env=None):
+    def start(slack=None, wait_up=True, env=None, extra=None):
         port = free_port()
-        cfg = sl_config(tmp_path, port, fake, slack)
+        cfg = sl_config(tmp_path, port, fake, slack, extra)
         w = WorkerProc(build, cfg, home=tmp_path, env=env).start()
         procs.append(w)
         con = Console(port)
@@ -167,6 +167,25 @@ def test_long_reply_split_at_4000(gw, fake):
     got = fake.wait_sent(lambda ss: " ".join(texts(ss)).split() == text.split(), timeout=30)
     assert len(got) == 3
     assert all(len(t) <= 4000 for t in texts(got))
+
+
+@pytest.mark.parametrize("slack, env, want", [
+    ({"app_token": None}, {}, "platforms.slack.app_token: missing (set it, or SLACK_APP_TOKEN)"),
+    ({"app_token": "xoxb-swapped"}, {}, "platforms.slack.app_token: must be an app-level"),
+    ({"ping_interval": 0}, {}, "platforms.slack.ping_interval: must be a number"),
+    ({"bot_token": None, "app_token": None}, {"SLACK_BOT_TOKEN": "xoxb-e",
+                                              "SLACK_APP_TOKEN": "xapp-e"}, None),
+])
+def test_config_checked(build, tmp_path, fake, slack, env, want):
+    cfg = sl_config(tmp_path, free_port(), fake, slack)
+    w = WorkerProc(build, cfg, home=tmp_path, env=env, args=["--check-config"]).start()
+    try:
+        assert w.wait_exit(20) == (78 if want else 0), w.log()
+        if want:
+            assert want in w.log()
+        assert "xoxb-swapped" not in w.log() and "xoxb-e" not in w.log()
+    finally:
+        w.stop()
 
 
 # ---- the Socket Mode protocol -----------------------------------------------------
@@ -286,6 +305,17 @@ def test_revoked_app_token(gw, fake):
     p = wait_state(con, "unauthorized", detail="apps.connections.open: invalid_auth")
     assert "check app_token" in p["detail"]
     assert w.alive() and fake.app_token not in w.log()
+
+
+def test_tls_verified(gw, fake):
+    """Without the fake's CA in tls.ca_file its certificate is refused."""
+    w, con = gw(wait_up=False, extra={"tls": {}})
+    p = wait_state(con, "backoff", detail="auth.test")
+    assert "certificate" in p["detail"] or "verif" in p["detail"], p
+    assert fake.stats().get("api_auth.test", 0) == 0
+    time.sleep(2.5)                                     # a backoff, not Retry-After's 30 s
+    assert "retrying in 30" not in w.log()
+    assert "retrying in 1" in w.log() or "retrying in 0" in w.log(), w.log()
 
 
 def test_connections_open_429_retry_after(gw, fake):

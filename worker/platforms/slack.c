@@ -222,10 +222,11 @@ sl_answer(const struct http_response *r, const char *method, cJSON **out, double
 	cJSON *o = NULL;
 	const char *e;
 	char esc[80];
-	enum outq_result cls;
+	enum outq_result cls = r->status == 429 ? OUTQ_RETRY_AFTER : r->status == 401 ||
+	    r->status == 403 ? OUTQ_UNAUTHORIZED : r->status >= 300 && r->status < 500 &&
+	    r->status != 408 ? OUTQ_REJECTED : OUTQ_TRANSIENT;
 
 	*out = NULL;
-	*retry_after = sl_retry_after(http_response_header(r, "Retry-After"), 30);
 	if (r->status == 0)
 		snprintf(why, len, "%s: %s", method, r->error);
 	else if (r->status != 200)
@@ -234,18 +235,17 @@ sl_answer(const struct http_response *r, const char *method, cJSON **out, double
 		snprintf(why, len, "%s: an answer that is not JSON", method);
 	else if (json_bool(o, "ok") == 1) {
 		*out = o;
-		return OUTQ_OK;
+		cls = OUTQ_OK;
 	} else {
 		e = json_str(o, "error");
 		snprintf(why, len, "%s: %s", method, e == NULL ? "ok false" :
 		    log_escape(esc, sizeof(esc), e, strlen(e)));
 		cls = sl_error_class(e);
 		cJSON_Delete(o);
-		return cls;
 	}
-	return r->status == 429 ? OUTQ_RETRY_AFTER : r->status == 401 || r->status == 403 ?
-	    OUTQ_UNAUTHORIZED : r->status >= 300 && r->status < 500 && r->status != 408 ?
-	    OUTQ_REJECTED : OUTQ_TRANSIENT;
+	*retry_after = cls == OUTQ_RETRY_AFTER ?
+	    sl_retry_after(http_response_header(r, "Retry-After"), 30) : 0;
+	return cls;
 }
 
 /* ---- connections ------------------------------------------------------------ */
