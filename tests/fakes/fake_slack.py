@@ -54,33 +54,24 @@ import argparse
 import asyncio
 import collections
 import json
-import logging
 import math
 import os
 import signal
-import ssl
 import sys
 import time
 import urllib.parse
 import uuid
 
 from aiohttp import web, WSMsgType
-import trustme
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_discord import make_tls, start_site, write_atomic   # noqa: E402 (shared)
 
 TEAM, TEAM_NAME = "T0HERMES", "Hermes Test"
 BOT_USER, BOT_ID, APP_ID = "U0BOT", "B0BOT", "A0APP"
 CHANNELS = {"general": "C0GENERAL", "second": "C0SECOND", "notin": "C0NOTIN"}
 DEFAULT_USER = "U0USER1"
 MAX_TEXT = 40000
-
-
-class _DropResets(logging.Filter):
-    def filter(self, record):
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (ConnectionError, RuntimeError))
-
-
-logging.getLogger("aiohttp.server").addFilter(_DropResets())
 
 
 def escape(text):
@@ -666,33 +657,6 @@ class Control:
         f.reset_state()
         f.cfg = Config(f.args)
         return web.json_response({"ok": True})
-
-
-def make_tls(directory):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path = os.path.join(directory, "ca.pem")
-    ca.cert_pem.write_to_path(ca_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    return ctx, ca_path
-
-
-def write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-
-
-async def start_site(app, port, tls):
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls, backlog=256)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
 
 
 async def serve(args):

@@ -12,12 +12,11 @@ Only the Python standard library is used on this side; the fake itself
 (tests/fakes/fake_slack.py) runs under /usr/bin/python3 with aiohttp.
 """
 import json
-import os
 import pathlib
-import signal
 import subprocess
 import time
-import urllib.request
+
+from discord_util import FakeDiscord
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_slack.py"
@@ -33,8 +32,9 @@ def texts(sent, channel=None):
     return [unescape(s["text"]) for s in sent if channel is None or s["channel"] == channel]
 
 
-class FakeSlack:
-    """The fake Slack server, run as a child process; its control API as methods."""
+class FakeSlack(FakeDiscord):
+    """The fake Slack server, run as a child process; its control API as methods
+    (the process handling and /sent long poll are the fake Discord's)."""
 
     def __init__(self, directory):
         self.dir = pathlib.Path(directory) / f"fake-slack-{time.monotonic_ns()}"
@@ -49,81 +49,26 @@ class FakeSlack:
             start_new_session=True)
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("fake Slack did not start: " +
-                               (self.dir / "fake.log").read_text(errors="replace"))
+            raise RuntimeError("fake Slack did not start: " + self.log())
         self.info = json.loads(line)
         for key in ("api_url", "ca", "ctl_port", "bot_token", "app_token", "bot_user",
                     "bot_id", "channels", "user", "port"):
             setattr(self, key, self.info[key])
         return self
 
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-        self._err.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def log(self):
-        return (self.dir / "fake.log").read_text(errors="replace")
-
-    # -- control API -------------------------------------------------------
-    def _ctl(self, method, path, body=None, timeout=30):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.ctl_port}{path}", data=data,
-                                     method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
-
     def message(self, **spec):
         """Injects a user's message (channel | dm, user, text, thread_ts, mention_bot,
         is_bot, subtype); returns {"ts", "channel", "event_ids"}."""
         return self._ctl("POST", "/message", spec)
 
-    def messages(self, specs):
-        return self._ctl("POST", "/messages", {"messages": specs})["messages"]
-
-    def sent(self, after=0, wait=0):
+    def sent(self, after=0, wait=0, channel_id=None):
+        assert channel_id is None, "the fake Slack's /sent has no channel filter"
         return self._ctl("GET", f"/sent?after={after}&wait={wait}", timeout=wait + 30)
-
-    def all_sent(self):
-        return self.sent()["sent"]
-
-    def wait_sent(self, pred, timeout=30.0):
-        """Waits until pred(every message the bot posted) is true; returns them."""
-        end = time.monotonic() + timeout
-        while True:
-            got = self.all_sent()
-            if pred(got):
-                return got
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"condition not met; posted so far: {got[-20:]!r}")
-            self.sent(after=len(got), wait=min(2.0, left))
 
     def wait_text(self, text, timeout=30.0):
         """Waits for a post showing text; returns it."""
         got = self.wait_sent(lambda ss: text in texts(ss), timeout=timeout)
         return next(s for s in got if unescape(s["text"]) == text)
-
-    def state(self):
-        return self._ctl("GET", "/state")
-
-    def stats(self):
-        return self.state()["stats"]
 
     def fault(self, kind, **kw):
         """disconnect(reason, close_after, which) | drop | silent | close(code) |
@@ -135,14 +80,5 @@ class FakeSlack:
         next count calls of method."""
         return self._ctl("POST", "/web_fault", dict(kw, kind=kind, method=method, count=count))
 
-    def clear_faults(self):
-        return self._ctl("POST", "/clear_faults", {})
-
     def revoke(self, which="bot"):
         return self._ctl("POST", "/revoke", {"which": which})
-
-    def configure(self, **kw):
-        return self._ctl("POST", "/config", kw)
-
-    def reset(self):
-        return self._ctl("POST", "/reset", {})
