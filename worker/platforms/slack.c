@@ -440,7 +440,7 @@ sl_envelope(struct sl_conn *c, const cJSON *o, const char *type, const char *env
 	struct sl *sl = c->sl;
 	struct sl_commit *k = xcalloc(1, sizeof(*k));
 	struct sl_msg m;
-	const char *why = "";
+	const char *why = "an envelope other than events_api";
 	int pr = strcmp(type, "events_api") != 0 ? 0 : sl_event_parse(json_obj(json_obj(o,
 	    "payload"), "event"), sl->self_id, sl->require_mention, &m, &why);
 
@@ -448,7 +448,7 @@ sl_envelope(struct sl_conn *c, const cJSON *o, const char *type, const char *env
 		log_warnx("%s: a message event without channel, user, ts or text; skipped",
 		    sl->name);
 	else if (pr == 0)
-		log_debug("%s: skipped %s (%s envelope)", sl->name, why, type);
+		log_debug("%s: skipped %s", sl->name, why);
 	else {
 		struct inbound in = { .chat_id = m.channel, .thread_id = m.thread_ts,
 			.chat_type = m.dm ? CHAT_DM : m.thread_ts != NULL ? CHAT_THREAD : CHAT_GROUP,
