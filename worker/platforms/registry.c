@@ -10,6 +10,7 @@
 #include "platforms/feishu.h"
 #include "platforms/homeassistant.h"
 #include "platforms/qqbot.h"
+#include "platforms/slack.h"
 #include "platforms/telegram.h"
 
 const struct platform_ops *const platform_table[] = {
@@ -18,6 +19,7 @@ const struct platform_ops *const platform_table[] = {
 	&feishu_ops,
 	&homeassistant_ops,
 	&qqbot_ops,
+	&slack_ops,
 	&telegram_ops,
 	NULL,
 };
