@@ -43,7 +43,9 @@ PKG_DEB_libevent_openssl := libevent-dev
 PKG_DEB_openssl          := libssl-dev
 PKG_DEB_libcjson         := libcjson-dev
 PKG_DEB_check            := check
-WORKER_PKGS := libevent libevent_openssl openssl libcjson
+PKG_DEB_libqrencode      := libqrencode-dev
+# libqrencode draws the QR code of `hermes-worker login weixin`.
+WORKER_PKGS := libevent libevent_openssl openssl libcjson libqrencode
 
 # $(call pkg_flags,--cflags|--libs,modules): the flags, or a one-line error.
 pkg_need = $(if $(shell command -v $(PKG_CONFIG) 2>/dev/null),,$(error pkg-config not found: install pkg-config (or run `make deps`)))$(foreach m,$(2),$(if $(shell $(PKG_CONFIG) --exists $(m) && echo y),,$(error library $(m) not found: install $(PKG_DEB_$(m)) (or run `make deps`))))

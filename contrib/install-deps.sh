@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs, from Debian's packages, everything needed to build, run and test hermes.
 set -e
-BUILD_PKGS="build-essential pkg-config libevent-dev libssl-dev libcjson-dev check musl-tools ca-certificates libwslay-dev"
+BUILD_PKGS="build-essential pkg-config libevent-dev libssl-dev libcjson-dev check musl-tools ca-certificates libwslay-dev libqrencode-dev"
 TEST_PKGS="python3 python3-pytest python3-aiohttp python3-trustme python3-websockets systemd-container iproute2 procps util-linux chromium man-db"
 BENCH_PKGS="s6 runit daemontools supervisor"
 missing=""
