@@ -10,6 +10,7 @@
 #include "platforms/feishu.h"
 #include "platforms/homeassistant.h"
 #include "platforms/telegram.h"
+#include "platforms/weixin.h"
 
 const struct platform_ops *const platform_table[] = {
 	&console_ops,
@@ -17,5 +18,6 @@ const struct platform_ops *const platform_table[] = {
 	&feishu_ops,
 	&homeassistant_ops,
 	&telegram_ops,
+	&weixin_ops,
 	NULL,
 };
