@@ -296,6 +296,8 @@ class Ilink:
                     await asyncio.wait_for(self.cond.wait(), deadline - time.monotonic())
                 except asyncio.TimeoutError:
                     break
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=499)  # the client is gone: nothing was delivered
         batch = self.log[pos:pos + self.cfg.batch_max]
         answer = {"ret": 0, "msgs": batch, "get_updates_buf": self.new_cursor(pos + len(batch)),
                   "longpolling_timeout_ms": int(self.cfg.hold * 1000)}

@@ -295,9 +295,15 @@ def test_poll_held_past_client_timeout(build, tmp_path, quick_fake):
 
 # ---- restarts -------------------------------------------------------------------
 
-def start_supervised(build, tmp_path, fake, weixin=None):
+def start_supervised(build, tmp_path, fake, weixin=None, extra=None):
     return plat_start_supervised(build, tmp_path, "weixin",
-                                 lambda port: wx_config(tmp_path, port, fake, weixin))
+                                 lambda port: wx_config(tmp_path, port, fake, weixin, extra))
+
+
+# An agent that takes a second per answer: a killed worker leaves answers owed.
+SLOW_AGENT = {"backend": "exec", "command": [
+    "/usr/bin/python3", "-c",
+    "import json, sys, time; m = json.load(sys.stdin); time.sleep(1); print(m['text'])"]}
 
 
 def test_restart_online_notice_same_chat(build, tmp_path, fake):
@@ -382,17 +388,22 @@ def test_sigkill_after_batch_sent_before_journal(build, tmp_path, fake):
 
 def test_sigkill_after_batch_journaled(build, tmp_path, fake):
     """The fake holds the poll that follows a batch (the worker has journaled it and
-    moved its cursor on); the worker is killed there and its successor answers
-    what is left from the journal."""
-    sup, con = start_supervised(build, tmp_path, fake)
+    moved its cursor on, so the server will not send it again); the worker is
+    killed there, its answers still owed, and its successor answers them from
+    the journal."""
+    sup, con = start_supervised(build, tmp_path, fake, extra={"agent": SLOW_AGENT})
     try:
         fake.fault("hold_next_poll")
         fake.messages([{"from": USER, "text": f"j{i}"} for i in range(10)])
         fake.wait_stat("held", 1)
         os.kill(con.status()["worker_pid"], signal.SIGKILL)
+        owed = 10 - len(fake.all_sent())
         fake.release()
-        all_answered_once(fake, [f"j{i}" for i in range(10)])
-        assert fake.stats()["cursor_regressions"] == 0
+        all_answered_once(fake, [f"j{i}" for i in range(10)], timeout=120)
+        st = fake.stats()
+        print("owed at the kill", owed, "replayed by the server", st["replayed"])
+        assert owed > 0
+        assert st["cursor_regressions"] == 0 and st["replayed"] == 0
     except Exception:
         dump_logs(sup)
         raise
