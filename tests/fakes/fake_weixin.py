@@ -57,12 +57,12 @@ import collections
 import json
 import os
 import signal
-import ssl
 import sys
 import time
 
 from aiohttp import web
-import trustme
+
+from fake_util import bad_input, make_tls, quiet_resets, start_site
 
 ACCOUNT = "e1c5a0d2b7f3@im.bot"
 OWNER = "o9cq800owner0000000000000@im.wechat"
@@ -448,14 +448,6 @@ class Control:
     def f(self):
         return self.h["ilink"]
 
-    @staticmethod
-    @web.middleware
-    async def bad_input(request, handler):
-        try:
-            return await handler(request)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise web.HTTPBadRequest(text="%s: %s" % (type(e).__name__, e))
-
     def routes(self, app):
         for method, path, fn in (
                 ("POST", "/message", self.message), ("POST", "/messages", self.messages),
@@ -573,25 +565,14 @@ class Control:
         return web.json_response({"ok": True})
 
 
-def make_tls(directory):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path = os.path.join(directory, "ca.pem")
-    ca.cert_pem.write_to_path(ca_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    return ctx, ca_path
-
-
-async def start_site(app, port, tls):
+async def start_app(app, port, tls):
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls, backlog=256)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return runner, await start_site(runner, port, tls)
 
 
 async def serve(args):
+    quiet_resets()
     holder = {}
     ctx, ca_path = make_tls(args.dir)
 
@@ -603,10 +584,10 @@ async def serve(args):
         app["via"] = via
         app.router.add_route("*", "/ilink/bot/{endpoint}", api)
         apps.append((app, port, ctx))
-    ctl = web.Application(middlewares=[Control.bad_input])
+    ctl = web.Application(middlewares=[bad_input])
     Control(holder).routes(ctl)
     apps.append((ctl, args.ctl_port, None))
-    started = [await start_site(app, port, tls) for app, port, tls in apps]
+    started = [await start_app(app, port, tls) for app, port, tls in apps]
     ports = [p for _, p in started]
     urls = {"api_url": "https://127.0.0.1:%d" % ports[0],
             "redirect_host": "127.0.0.1:%d" % ports[1]}

@@ -15,8 +15,9 @@ import time
 import pytest
 
 from conftest import free_port
-from console_util import Console, WorkerProc, write_config
-from plat_util import platform, start_supervised as plat_start_supervised
+from console_util import Console, WorkerProc
+from plat_util import Workers, platform, platform_config
+from plat_util import start_supervised as plat_start_supervised
 from plat_util import wait_generation as plat_wait_generation, wait_platform_state
 from tg_util import dump_logs
 from weixin_util import FakeWeixin
@@ -43,13 +44,7 @@ def wx_config(directory, port, fake, weixin=None, extra=None):
     wx = {"enabled": True, "token": fake.token, "account_id": fake.account,
           "base_url": fake.api_url, "allowed_users": ["*"], "admins": [ADMIN], "limits": FAST}
     wx.update(weixin or {})
-    more = {"tls": {"ca_file": fake.ca}, "drain_timeout": 5}
-    more.update(extra or {})
-    path = write_config(directory, port, extra=more)
-    conf = json.loads(path.read_text())
-    conf["platforms"]["weixin"] = {k: v for k, v in wx.items() if v is not None}
-    path.write_text(json.dumps(conf, indent=2))
-    return path
+    return platform_config(directory, port, "weixin", wx, fake.ca, extra)
 
 
 def wait_state(con, state, detail=None, timeout=30.0):
@@ -58,22 +53,10 @@ def wait_state(con, state, detail=None, timeout=30.0):
 
 @pytest.fixture
 def gw(build, tmp_path, fake):
-    procs = []
-
-    def start(weixin=None, wait_up=True, env=None):
-        port = free_port()
-        cfg = wx_config(tmp_path, port, fake, weixin)
-        w = WorkerProc(build, cfg, home=tmp_path, env=env).start()
-        procs.append(w)
-        con = Console(port)
-        con.wait_ready()
-        if wait_up:
-            wait_state(con, "up")
-        return w, con
-    yield start
-    dump_logs(*procs)
-    for p in procs:
-        p.stop()
+    ws = Workers(build, tmp_path, "weixin", lambda port, sec: wx_config(tmp_path, port, fake,
+                                                                        sec))
+    yield ws.start
+    ws.close()
 
 
 def texts(sent, to=None):
@@ -134,7 +117,7 @@ def test_voice_transcript_and_duplicate_message_id(gw, fake):
 
 
 def test_groups_commands_only(gw, fake):
-    w, con = gw(weixin={"group_policy": "commands"})
+    w, con = gw({"group_policy": "commands"})
     fake.message(frm=USER, group_id=GROUP, text="just chatting in the group")
     fake.message(frm=USER, group_id=GROUP, text="/ping")
     s = wait_text(fake, "pong")
@@ -154,7 +137,7 @@ def test_groups_disabled_by_default(gw, fake):
 
 
 def test_allowlist_and_admin(gw, fake):
-    w, con = gw(weixin={"allowed_users": [ADMIN]})
+    w, con = gw({"allowed_users": [ADMIN]})
     fake.message(frm=USER, text="let me in")
     fake.message(frm=ADMIN, text="the admin may")
     wait_text(fake, "the admin may")
@@ -175,7 +158,7 @@ def test_long_reply_split_at_2000_bytes(gw, fake):
 
 
 def test_secrets_never_in_log_or_status(gw, fake):
-    w, con = gw(env={"WEIXIN_TOKEN": fake.token}, weixin={"token": None})
+    w, con = gw({"token": None}, env={"WEIXIN_TOKEN": fake.token})
     fake.message(frm=USER, text="secret check")
     wait_text(fake, "secret check")
     fake.expire_session()
@@ -208,7 +191,7 @@ def test_empty_answer_at_once_no_hot_loop(gw, fake):
 
 
 def test_session_expired_unauthorized_slow_retries_then_recovers(gw, fake):
-    w, con = gw(weixin={"session_retry": 2})
+    w, con = gw({"session_retry": 2})
     fake.expire_session()
     p = wait_state(con, "unauthorized", detail="session expired", timeout=20)
     assert "hermes-worker login weixin" in p["detail"]

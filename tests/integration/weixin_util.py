@@ -11,75 +11,31 @@
 Only the Python standard library is used on this side; the fake itself
 (tests/fakes/fake_weixin.py) runs under /usr/bin/python3 with aiohttp.
 """
-import json
-import os
 import pathlib
-import signal
-import subprocess
 import time
-import urllib.request
+import urllib.parse
+
+from plat_util import FakeProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_weixin.py"
 TOKEN = "f3a9c2e1b0d4:hermes-test-bot-token"
 
 
-class FakeWeixin:
+class FakeWeixin(FakeProcess):
     """The fake iLink server, run as a child process; its control API as methods."""
 
     def __init__(self, directory, token=TOKEN, hold=35.0):
-        self.dir = pathlib.Path(directory) / f"fake-weixin-{time.monotonic_ns()}"
-        self.dir.mkdir(parents=True)
+        super().__init__(directory, FAKE, ["--token", token, "--hold", str(hold)],
+                         prefix="fake-weixin")
         self.token = token
-        self.args = ["--hold", str(hold)]
-        self.proc = None
 
     def start(self):
-        self._err = open(self.dir / "fake.log", "wb")
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", str(FAKE), "--dir", str(self.dir), "--token", self.token]
-            + self.args, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("fake iLink did not start: " +
-                               (self.dir / "fake.log").read_text(errors="replace"))
-        self.info = json.loads(line)
+        super().start()
         for key in ("api_url", "redirect_host", "ca", "ctl_port", "account", "owner",
                     "verify_code"):
             setattr(self, key, self.info[key])
         return self
-
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-        self._err.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def log(self):
-        return (self.dir / "fake.log").read_text(errors="replace")
-
-    # -- control API -------------------------------------------------------
-    def _ctl(self, method, path, body=None, timeout=30):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.ctl_port}{path}", data=data,
-                                     method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
 
     def message(self, frm=None, text="", **spec):
         """A user's message (group_id, voice, items, message_type, message_state,
@@ -93,7 +49,7 @@ class FakeWeixin:
     def sent(self, after=0, wait=0, to=None):
         q = f"/sent?after={after}&wait={wait}"
         if to is not None:
-            q += f"&to={urllib.request.quote(to)}"
+            q += f"&to={urllib.parse.quote(to)}"
         return self._ctl("GET", q, timeout=wait + 30)
 
     def all_sent(self, to=None):

@@ -297,6 +297,35 @@ START_TEST(test_client_id)
 }
 END_TEST
 
+START_TEST(test_send_body)
+{
+	char *b = ilink_send_body("u1@im.wechat", "r.9.0.0", "hello", "ctx1"), cid[48];
+	cJSON *o = cJSON_Parse(b), *m = cJSON_GetObjectItem(o, "msg"), *it;
+
+	ilink_client_id("r.9.0.0", cid);
+	ck_assert_ptr_nonnull(m);
+	ck_assert_str_eq(cJSON_GetObjectItem(m, "to_user_id")->valuestring, "u1@im.wechat");
+	ck_assert_str_eq(cJSON_GetObjectItem(m, "from_user_id")->valuestring, "");
+	ck_assert_str_eq(cJSON_GetObjectItem(m, "client_id")->valuestring, cid);
+	ck_assert_int_eq(cJSON_GetObjectItem(m, "message_type")->valueint, 2);
+	ck_assert_int_eq(cJSON_GetObjectItem(m, "message_state")->valueint, 2);
+	ck_assert_str_eq(cJSON_GetObjectItem(m, "context_token")->valuestring, "ctx1");
+	it = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "item_list"), 0);
+	ck_assert_int_eq(cJSON_GetObjectItem(it, "type")->valueint, 1);
+	ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(it, "text_item"), "text")->
+	    valuestring, "hello");
+	ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "base_info"),
+	    "channel_version")->valuestring, "2.2.0");
+	cJSON_Delete(o);
+	free(b);
+	b = ilink_send_body("u1@im.wechat", "r.9.0.0", "hello", NULL);
+	o = cJSON_Parse(b);
+	ck_assert_ptr_null(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "msg"), "context_token"));
+	cJSON_Delete(o);
+	free(b);
+}
+END_TEST
+
 START_TEST(test_account_path)
 {
 	char *p = ilink_account_path("/h", "e1c5a0d2b7f3@im.bot", ".json");
@@ -315,13 +344,13 @@ END_TEST
 START_TEST(test_account_save_load)
 {
 	char *dir = tmpdir_new(), *path = ilink_account_path(dir, "bot@im.bot", ".json");
-	struct ilink_account a = { .token = "tok:secret", .base_url = "https://127.0.0.1:1",
-		.user_id = "owner@im.wechat" }, b;
+	struct ilink_account b;
 	char err[600], *accounts = xasprintf("%s/weixin/accounts", dir);
 	struct stat st;
 	cJSON *o;
 
-	ck_assert_int_eq(ilink_account_save(path, &a, err, sizeof(err)), 0);
+	ck_assert_int_eq(ilink_account_save(path, "tok:secret", "https://127.0.0.1:1",
+	    "owner@im.wechat", err, sizeof(err)), 0);
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_int_eq(st.st_mode & 0777, 0600);
 	ck_assert_int_eq(stat(accounts, &st), 0);
@@ -468,6 +497,7 @@ weixin_suite(void)
 	tcase_add_test(tc, test_msg_groups);
 	tcase_add_test(tc, test_msg_items);
 	tcase_add_test(tc, test_client_id);
+	tcase_add_test(tc, test_send_body);
 	tcase_add_test(tc, test_account_path);
 	tcase_add_test(tc, test_account_save_load);
 	tcase_add_test(tc, test_account_python_files);

@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "config.h"
 #include "json.h"
 #include "log.h"
 #include "net/http.h"
@@ -145,7 +146,8 @@ ilink_cursor_parse(const char *c)
 static char *
 ilink_text(const cJSON *items)
 {
-	static const char *const kinds[] = { NULL, NULL, "[image]", "[voice]", "[file]", "[video]" };
+	static const char *const kinds[] = { NULL, NULL, "[image]", "[voice]", "[file]",
+		"[video]" };
 	const cJSON *it;
 	const char *t, *kind = NULL;
 	int64_t type;
@@ -216,6 +218,27 @@ ilink_client_id(const char *key, char out[48])
 		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
 }
 
+char *
+ilink_send_body(const char *to, const char *key, const char *text, const char *token)
+{
+	cJSON *o = cJSON_CreateObject(), *msg = cJSON_AddObjectToObject(o, "msg"), *items, *it;
+	char cid[48];
+
+	ilink_client_id(key, cid);
+	if (msg == NULL || !cJSON_AddStringToObject(msg, "from_user_id", "") ||
+	    !cJSON_AddStringToObject(msg, "to_user_id", to) ||
+	    !cJSON_AddStringToObject(msg, "client_id", cid) ||
+	    !cJSON_AddNumberToObject(msg, "message_type", 2) ||
+	    !cJSON_AddNumberToObject(msg, "message_state", 2) ||
+	    (items = cJSON_AddArrayToObject(msg, "item_list")) == NULL ||
+	    (it = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(items, it) ||
+	    !cJSON_AddNumberToObject(it, "type", 1) ||
+	    !cJSON_AddStringToObject(cJSON_AddObjectToObject(it, "text_item"), "text", text) ||
+	    (token != NULL && !cJSON_AddStringToObject(msg, "context_token", token)))
+		fatalx("%s: out of memory", __func__);
+	return ilink_body(o);
+}
+
 /* ---- the account and tokens files ------------------------------------------ */
 
 char *
@@ -276,7 +299,8 @@ ilink_account_load(const char *path, struct ilink_account *a, char *err, size_t 
 }
 
 int
-ilink_account_save(const char *path, const struct ilink_account *a, char *err, size_t errlen)
+ilink_account_save(const char *path, const char *token, const char *base_url,
+    const char *user_id, char *err, size_t errlen)
 {
 	cJSON *o = cJSON_CreateObject();
 	char when[32], *dir = xstrdup(path), *s;
@@ -285,9 +309,9 @@ ilink_account_save(const char *path, const struct ilink_account *a, char *err, s
 	int r;
 
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-	if (o == NULL || !cJSON_AddStringToObject(o, "token", a->token) ||
-	    !cJSON_AddStringToObject(o, "base_url", a->base_url != NULL ? a->base_url : "") ||
-	    !cJSON_AddStringToObject(o, "user_id", a->user_id != NULL ? a->user_id : "") ||
+	if (o == NULL || !cJSON_AddStringToObject(o, "token", token) ||
+	    !cJSON_AddStringToObject(o, "base_url", base_url != NULL ? base_url : "") ||
+	    !cJSON_AddStringToObject(o, "user_id", user_id != NULL ? user_id : "") ||
 	    !cJSON_AddStringToObject(o, "saved_at", when) || (s = cJSON_Print(o)) == NULL)
 		fatalx("%s: out of memory", __func__);
 	cJSON_Delete(o);
@@ -358,4 +382,21 @@ ilink_tokens_save(const char *path, const cJSON *tokens)
 	r = write_file_atomic(path, s, strlen(s), 0600);
 	free(s);
 	return r;
+}
+
+cJSON *
+ilink_python_state(const char *account, char **cursor)
+{
+	char *home = config_hermes_home();
+	char *tp = ilink_account_path(home, account, ".context-tokens.json");
+	char *sp = ilink_account_path(home, account, ".sync.json");
+	cJSON *tokens = ilink_tokens_load(tp), *sync = ilink_read_json(sp);
+	const char *b = json_str(sync, "get_updates_buf");
+
+	*cursor = b != NULL && b[0] != '\0' ? xstrdup(b) : NULL;
+	cJSON_Delete(sync);
+	free(tp);
+	free(sp);
+	free(home);
+	return tokens;
 }

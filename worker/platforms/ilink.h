@@ -33,10 +33,10 @@ char *ilink_body(cJSON *o);
 
 enum ilink_err {
 	ILINK_OK = 0,
-	ILINK_FAILED,                  /* network, 5xx, a body that is not JSON: transient */
-	ILINK_EXPIRED,                 /* ret/errcode -14 (or HTTP 401/403): log in again */
-	ILINK_LIMITED,                 /* ret/errcode -2: rate limited, or a stale context_token */
-	ILINK_REFUSED,                 /* any other error: the request is refused */
+	ILINK_FAILED,                   /* network, 5xx, a body that is not JSON: transient */
+	ILINK_EXPIRED,                  /* ret/errcode -14 (or HTTP 401/403): log in again */
+	ILINK_LIMITED,                  /* ret/errcode -2: rate limited, or a stale context_token */
+	ILINK_REFUSED,                  /* any other error: the request is refused */
 };
 /*
  * Classifies one iLink answer to what ("getupdates", ...).  On OK *out is
@@ -51,8 +51,8 @@ char *ilink_cursor_format(const char *buf);
 char *ilink_cursor_parse(const char *cursor);
 
 enum ilink_groups {
-	ILINK_GROUPS_DISABLED = 0,     /* group messages are ignored (the default) */
-	ILINK_GROUPS_COMMANDS,         /* only commands are answered in groups */
+	ILINK_GROUPS_DISABLED = 0,      /* group messages are ignored (the default) */
+	ILINK_GROUPS_COMMANDS,          /* only commands are answered in groups */
 	ILINK_GROUPS_ALL,
 };
 
@@ -75,6 +75,11 @@ int ilink_msg_parse(const cJSON *o, const char *self, enum ilink_groups groups,
 
 /* The client_id of a piece: "hermes-" and 32 hex digits of its key's SHA-256. */
 void ilink_client_id(const char *key, char out[48]);
+/*
+ * The sendmessage body of one text piece to a user or group, its client_id
+ * from key, echoing token (NULL: none); newly allocated.
+ */
+char *ilink_send_body(const char *to, const char *key, const char *text, const char *token);
 
 /* The account file the Python gateway and `hermes-worker login weixin` write. */
 struct ilink_account {
@@ -86,10 +91,11 @@ char *ilink_account_path(const char *home, const char *account, const char *suff
 int ilink_account_load(const char *path, struct ilink_account *a, char *err, size_t errlen);
 /*
  * Writes it atomically with mode 0600 ({"token", "base_url", "user_id",
- * "saved_at"}), its directory created 0700.  Returns 0, or -1 with why in err.
+ * "saved_at"}; base_url and user_id may be NULL), its directory created
+ * 0700.  Returns 0, or -1 with why in err.
  */
-int ilink_account_save(const char *path, const struct ilink_account *a, char *err,
-    size_t errlen);
+int ilink_account_save(const char *path, const char *token, const char *base_url,
+    const char *user_id, char *err, size_t errlen);
 void ilink_account_clear(struct ilink_account *a);
 
 /*
@@ -102,6 +108,14 @@ void ilink_account_clear(struct ilink_account *a);
 cJSON *ilink_tokens_load(const char *path);
 int ilink_tokens_set(cJSON *tokens, const char *peer, const char *token);
 int ilink_tokens_save(const char *path, const cJSON *tokens);
+
+/*
+ * What the Python gateway left in $HERMES_HOME/weixin/accounts/ for
+ * account: its context tokens (an empty object when none) and its cursor
+ * (<account>.sync.json's get_updates_buf, newly allocated, in *cursor;
+ * NULL when none).
+ */
+cJSON *ilink_python_state(const char *account, char **cursor);
 
 /* A small JSON object file (a UTF-8 BOM skipped), or NULL with errno (EINVAL: not an object). */
 cJSON *ilink_read_json(const char *path);

@@ -26,8 +26,8 @@ struct wx {
 	struct http_client *http;
 	struct lpoll *lp;
 	char *name, *account, *base_url, *auth;
-	char *acct_path, *tokens_path, *py_tokens_path, *py_sync_path;
-	int token_from_file, base_from_file, tokens_dirty, tokens_failing;
+	char *acct_path, *tokens_path;
+	int token_from_file, tokens_dirty, tokens_failing;
 	enum ilink_groups groups;
 	double hold;                    /* the server's long-poll time, seconds */
 	cJSON *tokens;                  /* chat -> context_token */
@@ -250,8 +250,9 @@ wx_sent(void *arg, const struct http_response *r)
 		/* the third -2 in a row with a context_token: it may be stale, try without */
 		if (s->with_token && s->attempt >= 2)
 			outq_result(s->a, OUTQ_VARIANT, 0, why);
-		else
-			outq_result(s->a, OUTQ_RETRY_AFTER, s->attempt < 4 ? 2 << s->attempt : 30, why);
+		else            /* 2, 4, 8, 16, then 30 s */
+			outq_result(s->a, OUTQ_RETRY_AFTER, s->attempt < 4 ? 2 << s->attempt : 30,
+			    why);
 		break;
 	case ILINK_REFUSED:
 		outq_result(s->a, OUTQ_REJECTED, 0, why);
@@ -264,28 +265,6 @@ wx_sent(void *arg, const struct http_response *r)
 	free(s);
 }
 
-/* The sendmessage body of one piece; token may be NULL. */
-static char *
-wx_send_body(const struct outq_piece *p, const char *token)
-{
-	cJSON *o = cJSON_CreateObject(), *msg = cJSON_AddObjectToObject(o, "msg"), *items, *it;
-	char cid[48];
-
-	ilink_client_id(p->key, cid);
-	if (msg == NULL || !cJSON_AddStringToObject(msg, "from_user_id", "") ||
-	    !cJSON_AddStringToObject(msg, "to_user_id", p->chat_id) ||
-	    !cJSON_AddStringToObject(msg, "client_id", cid) ||
-	    !cJSON_AddNumberToObject(msg, "message_type", 2) ||
-	    !cJSON_AddNumberToObject(msg, "message_state", 2) ||
-	    (items = cJSON_AddArrayToObject(msg, "item_list")) == NULL ||
-	    (it = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(items, it) ||
-	    !cJSON_AddNumberToObject(it, "type", 1) ||
-	    !cJSON_AddStringToObject(cJSON_AddObjectToObject(it, "text_item"), "text", p->text) ||
-	    (token != NULL && !cJSON_AddStringToObject(msg, "context_token", token)))
-		fatalx("%s: out of memory", __func__);
-	return ilink_body(o);
-}
-
 /* One attempt: variant 0 echoes the chat's context_token, variant 1 goes without. */
 static void
 wx_send(void *plat, const struct outq_piece *p, struct outq_attempt *a)
@@ -294,7 +273,8 @@ wx_send(void *plat, const struct outq_piece *p, struct outq_attempt *a)
 	const cJSON *t = p->variant == 0 ? cJSON_GetObjectItemCaseSensitive(wx->tokens,
 	    p->chat_id) : NULL;
 	struct wx_send *s = xcalloc(1, sizeof(*s));
-	char *body = wx_send_body(p, cJSON_IsString(t) ? t->valuestring : NULL);
+	char *body = ilink_send_body(p->chat_id, p->key, p->text, cJSON_IsString(t) ?
+	    t->valuestring : NULL);
 
 	s->wx = wx;
 	s->a = a;
@@ -312,15 +292,6 @@ wx_send(void *plat, const struct outq_piece *p, struct outq_attempt *a)
 
 /* ---- the platform ---------------------------------------------------------------- */
 
-static void
-wx_set_base(struct wx *wx, const char *url)
-{
-	free(wx->base_url);
-	wx->base_url = xstrdup(url);
-	free(wx->poll_url);
-	wx->poll_url = xasprintf("%s/ilink/bot/getupdates", url);
-}
-
 /* Each attempt reads a login's account file again: a new login is picked up. */
 static void
 wx_connect(void *plat)
@@ -336,9 +307,6 @@ wx_connect(void *plat)
 			free(wx->auth);
 			wx->auth = xasprintf("Bearer %s", a.token);
 		}
-		if (wx->base_from_file && a.base_url != NULL && strcmp(a.base_url, wx->base_url) != 0 &&
-		    strncmp(a.base_url, "http", 4) == 0)
-			wx_set_base(wx, a.base_url);
 		ilink_account_clear(&a);
 	}
 	lpoll_start(wx->lp);
@@ -357,24 +325,18 @@ wx_close(void *plat)
 	kit_closed(wx->kit);
 }
 
-/* Restores the context tokens and, with no journal yet, the Python gateway's cursor. */
+/* Restores the context tokens, at the first start the Python gateway's with its cursor. */
 static void
 wx_start(void *self)
 {
 	struct wx *wx = self;
-	cJSON *sync;
-	const char *b;
 
 	wx->tokens = ilink_tokens_load(wx->tokens_path);
 	if (wx->tokens->child == NULL) {
 		cJSON_Delete(wx->tokens);
-		wx->tokens = ilink_tokens_load(wx->py_tokens_path);
+		wx->tokens = ilink_python_state(wx->account, &wx->first_buf);
 		wx->tokens_dirty = wx->tokens->child != NULL;
 	}
-	if ((sync = ilink_read_json(wx->py_sync_path)) != NULL &&
-	    (b = json_str(sync, "get_updates_buf")) != NULL && b[0] != '\0')
-		wx->first_buf = xstrdup(b);
-	cJSON_Delete(sync);
 	kit_start(wx->kit);
 }
 
@@ -397,7 +359,7 @@ wx_conf_account(struct wx *wx, const struct plat_env *env, struct ilink_account 
     char *err, size_t errlen)
 {
 	const char *id = NULL, *tok = NULL;
-	char *home = config_hermes_home(), *sid = NULL, *stok = NULL;
+	char *home = config_hermes_home(), *sid = NULL, *stok = NULL, why[600];
 	int r = -1;
 
 	if (kit_conf_str(env, "account_id", &id, err, errlen) < 0 ||
@@ -407,20 +369,18 @@ wx_conf_account(struct wx *wx, const struct plat_env *env, struct ilink_account 
 		id = sid = config_secret("WEIXIN_ACCOUNT_ID");
 	if ((wx->acct_path = ilink_account_path(home, id, ".json")) == NULL) {
 		snprintf(err, errlen, "platforms.%s.account_id: %s (set it, or WEIXIN_ACCOUNT_ID; "
-		    "hermes-worker login weixin prints it)", env->name, id == NULL || id[0] == '\0' ?
-		    "missing" : "not a usable account id");
+		    "hermes-worker login weixin prints it)", env->name,
+		    id == NULL || id[0] == '\0' ? "missing" : "not a usable account id");
 		goto out;
 	}
 	wx->account = xstrdup(id);
-	wx->py_tokens_path = ilink_account_path(home, id, ".context-tokens.json");
-	wx->py_sync_path = ilink_account_path(home, id, ".sync.json");
 	if (tok == NULL || tok[0] == '\0')
 		tok = stok = config_secret("WEIXIN_TOKEN");
 	if (tok != NULL && tok[0] != '\0')
 		a->token = xstrdup(tok);
-	else if (ilink_account_load(wx->acct_path, a, err, errlen) < 0) {
-		snprintf(err, errlen, "platforms.%s.token: missing (set it, or WEIXIN_TOKEN, or log "
-		    "in with hermes-worker login weixin to write %s)", env->name, wx->acct_path);
+	else if (ilink_account_load(wx->acct_path, a, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "platforms.%s.token: missing (set it, or WEIXIN_TOKEN, or "
+		    "log in with hermes-worker login weixin; %s)", env->name, why);
 		goto out;
 	} else
 		wx->token_from_file = 1;
@@ -441,7 +401,7 @@ wx_conf(struct wx *wx, const struct plat_env *env, char *err, size_t errlen)
 {
 	struct ilink_account a = { 0 };
 	const char *groups = "disabled", *dflt = ILINK_DEFAULT_BASE;
-	char *ebase = NULL, *url = NULL, what[128];
+	char *ebase = NULL, what[128];
 	uint64_t retry = wx->ops.link.unauthorized_usec;
 	int r = -1;
 
@@ -454,17 +414,16 @@ wx_conf(struct wx *wx, const struct plat_env *env, char *err, size_t errlen)
 	wx->ops.link.unauthorized_usec = retry;
 	if ((ebase = config_secret("WEIXIN_BASE_URL")) != NULL && ebase[0] != '\0')
 		dflt = ebase;
-	else if (a.base_url != NULL)
+	else if (a.base_url != NULL && strncmp(a.base_url, "http", 4) == 0)
 		dflt = a.base_url;
-	wx->base_from_file = dflt == a.base_url && cJSON_GetObjectItem(env->conf, "base_url") == NULL;
-	if (kit_conf_url(env, "base_url", dflt, &url, err, errlen) < 0)
+	if (kit_conf_url(env, "base_url", dflt, &wx->base_url, err, errlen) < 0)
 		goto out;
-	wx_set_base(wx, url);
+	wx->poll_url = xasprintf("%s/ilink/bot/getupdates", wx->base_url);
 	wx->groups = strcmp(groups, "all") == 0 ? ILINK_GROUPS_ALL : strcmp(groups, "commands") ==
 	    0 ? ILINK_GROUPS_COMMANDS : ILINK_GROUPS_DISABLED;
 	if (strcmp(groups, "disabled") != 0 && wx->groups == ILINK_GROUPS_DISABLED) {
-		snprintf(err, errlen, "platforms.%s.group_policy: must be \"disabled\", \"commands\" "
-		    "or \"all\"", env->name);
+		snprintf(err, errlen, "platforms.%s.group_policy: must be \"disabled\", "
+		    "\"commands\" or \"all\"", env->name);
 		goto out;
 	}
 	wx->auth = xasprintf("Bearer %s", a.token);
@@ -472,7 +431,6 @@ wx_conf(struct wx *wx, const struct plat_env *env, char *err, size_t errlen)
 out:
 	ilink_account_clear(&a);
 	free(ebase);
-	free(url);
 	return r;
 }
 
@@ -511,9 +469,7 @@ wx_free(void *self)
 		return;
 	lpoll_free(wx->lp);
 	kit_free(wx->kit);
-	if (wx->tcall != NULL)
-		http_cancel(wx->tcall);
-	http_client_free(wx->http);
+	http_client_free(wx->http);             /* the typing call too */
 	strmap_free(wx->tickets, free);
 	cJSON_Delete(wx->tokens);
 	if (wx->auth != NULL)
@@ -524,8 +480,6 @@ wx_free(void *self)
 	free(wx->base_url);
 	free(wx->acct_path);
 	free(wx->tokens_path);
-	free(wx->py_tokens_path);
-	free(wx->py_sync_path);
 	free(wx->tpeer);
 	free(wx->poll_url);
 	free(wx->poll_body);

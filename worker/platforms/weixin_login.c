@@ -32,7 +32,7 @@ struct login {
 	struct http_client *http;
 	struct event *timer, *input;
 	char *qr_base;                  /* where codes come from */
-	char *poll_base;                /* where their status is polled (an IDC redirect moves it) */
+	char *poll_base;                /* where their status is polled (moved by a redirect) */
 	char *qrcode, *verify, *home;
 	char in[128];                   /* what was typed, up to a line */
 	size_t inlen;
@@ -96,7 +96,7 @@ static void
 login_qr_done(void *arg, const struct http_response *r)
 {
 	struct login *l = arg;
-	char why[300];
+	char why[300], esc[1024];
 	cJSON *o;
 	const char *code, *img;
 
@@ -118,7 +118,8 @@ login_qr_done(void *arg, const struct http_response *r)
 	if (weixin_login_draw(stdout, img != NULL && img[0] != '\0' ? img : code) < 0)
 		printf("(the code cannot be drawn here)\n");
 	if (img != NULL && img[0] != '\0')
-		printf("\nOr open this link in WeChat: %s\n", img);
+		printf("\nOr open this link in WeChat: %s\n", log_escape(esc, sizeof(esc), img,
+		    strlen(img)));
 	fflush(stdout);
 	cJSON_Delete(o);
 	login_poll(l);
@@ -135,26 +136,25 @@ static void
 login_confirmed(struct login *l, const cJSON *o)
 {
 	const char *id = json_str(o, "ilink_bot_id"), *b = json_str(o, "baseurl");
-	struct ilink_account a = { 0 };
-	char err[600], *path = ilink_account_path(l->home, id, ".json");
+	const char *token = json_str(o, "bot_token"), *user = json_str(o, "ilink_user_id");
+	char err[600], esc[200], *path = ilink_account_path(l->home, id, ".json");
 
-	a.token = (char *)json_str(o, "bot_token");
-	a.base_url = (char *)(b != NULL && strncmp(b, "http", 4) == 0 ? b : l->poll_base);
-	a.user_id = (char *)json_str(o, "ilink_user_id");
-	if (path == NULL || a.token == NULL || a.token[0] == '\0') {
+	if (b == NULL || strncmp(b, "http", 4) != 0 || strpbrk(b, " \t\r\n") != NULL)
+		b = l->poll_base;
+	if (path == NULL || token == NULL || token[0] == '\0') {
 		free(path);
 		login_end(l, 1, "the login was confirmed without a usable bot id or token");
 		return;
 	}
-	if (ilink_account_save(path, &a, err, sizeof(err)) < 0) {
+	if (ilink_account_save(path, token, b, user, err, sizeof(err)) < 0) {
 		free(path);
 		login_end(l, 1, err);
 		return;
 	}
 	printf("\nLogged in: account_id %s, saved to %s\n", id, path);
-	if (a.user_id != NULL && a.user_id[0] != '\0')
+	if (user != NULL && user[0] != '\0')
 		printf("The WeChat user who confirmed it: %s (for allowed_users and admins)\n",
-		    a.user_id);
+		    log_escape(esc, sizeof(esc), user, strlen(user)));
 	printf("Set platforms.weixin.account_id (or WEIXIN_ACCOUNT_ID) to %s; the token is read "
 	    "from that file.\n", id);
 	fflush(stdout);
@@ -316,7 +316,8 @@ static char *
 login_base(const struct config *cfg, const char *arg)
 {
 	const struct config_platform *p = config_platform(cfg, "weixin");
-	const cJSON *v = p != NULL ? cJSON_GetObjectItemCaseSensitive(p->section, "base_url") : NULL;
+	const cJSON *v = p != NULL ? cJSON_GetObjectItemCaseSensitive(p->section, "base_url") :
+	    NULL;
 	char *s = arg != NULL ? xstrdup(arg) : cJSON_IsString(v) ? xstrdup(v->valuestring) :
 	    config_secret("WEIXIN_BASE_URL");
 	size_t n;
