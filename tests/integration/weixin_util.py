@@ -55,18 +55,6 @@ class FakeWeixin(FakeProcess):
     def all_sent(self, to=None):
         return self.sent(to=to)["sent"]
 
-    def wait_sent(self, pred, timeout=30.0):
-        """Waits until pred(every message the bot sent) is true; returns them."""
-        end = time.monotonic() + timeout
-        while True:
-            got = self.all_sent()
-            if pred(got):
-                return got
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"condition not met; sent so far: {got[-20:]!r}")
-            self.sent(after=len(got), wait=min(2.0, left))
-
     def state(self):
         return self._ctl("GET", "/state")
 
