@@ -9,6 +9,7 @@
 #include "log.h"
 #include "net/tls.h"
 #include "platform.h"
+#include "platforms/weixin_login.h"
 #include "restart.h"
 #include "retention.h"
 #include "util.h"
@@ -60,6 +61,7 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: hermes-worker [-c|--config FILE] [--check-config] [-v|--verbose]\n"
+	    "       hermes-worker login weixin [-c FILE]\n"
 	    "       hermes-worker --help | --version\n"
 	    "The config defaults to $HERMES_HOME/gateway.json (HERMES_HOME defaults to ~/.hermes);\n"
 	    "without one, the console on 127.0.0.1:8642 with the echo agent is run.\n");
@@ -410,6 +412,8 @@ main(int argc, char **argv)
 	w.argv = argv;
 	w.exit_code = 1;
 	log_init("hermes-worker", NULL);
+	if (argc >= 3 && strcmp(argv[1], "login") == 0 && strcmp(argv[2], "weixin") == 0)
+		return weixin_login_main(argc - 2, argv + 2);
 	parse_args(&w, argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 	read_supervisor_env(&w);

@@ -114,6 +114,19 @@ class FakeProcess:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
+
+    def wait_sent(self, pred, timeout=30.0):
+        """Waits until pred(all the bot sent) is true and returns it, for a subclass
+        whose sent(after=N, wait=S) answers {"sent": [...]} (a long poll)."""
+        end = time.monotonic() + timeout
+        while True:
+            got = self.sent()["sent"]
+            if pred(got):
+                return got
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met; sent so far: {got[-20:]!r}")
+            self.sent(after=len(got), wait=min(2.0, left))
 def platform_config(directory, port, name, section, ca, extra=None):
     """A config with the console on port (to read /v1/status), platforms[name] = section
     (keys holding None left out) and the fake's CA trusted; extra: more top-level keys."""

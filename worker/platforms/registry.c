@@ -12,6 +12,7 @@
 #include "platforms/qqbot.h"
 #include "platforms/slack.h"
 #include "platforms/telegram.h"
+#include "platforms/weixin.h"
 
 const struct platform_ops *const platform_table[] = {
 	&console_ops,
@@ -21,5 +22,6 @@ const struct platform_ops *const platform_table[] = {
 	&qqbot_ops,
 	&slack_ops,
 	&telegram_ops,
+	&weixin_ops,
 	NULL,
 };
