@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -36,6 +35,7 @@
 #include <cjson/cJSON.h>
 
 #include "fz_hub.h"
+#include "fz_plat.h"
 #include "fz_util.h"
 #include "platforms/console.h"
 #include "util.h"
@@ -62,8 +62,6 @@ static void quiet_cb(evutil_socket_t fd, short what, void *arg);
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	socklen_t sl = sizeof(fz_addr);
-
 	(void)argc;
 	(void)argv;
 	fz_setup();
@@ -72,14 +70,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	setenv("HERMES_HOME", fz_home, 1);
 	fz_state = fz_subdir("state");
 	fz_base = event_base_new();
-	fz_addr.sin_family = AF_INET;
-	fz_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fz_listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fz_base == NULL || fz_listen_fd < 0 ||
-	    bind(fz_listen_fd, (struct sockaddr *)&fz_addr, sizeof(fz_addr)) < 0 ||
-	    listen(fz_listen_fd, 64) < 0 ||
-	    getsockname(fz_listen_fd, (struct sockaddr *)&fz_addr, &sl) < 0)
+	if (fz_base == NULL)
 		abort();
+	fz_listen_fd = fz_listen_loopback(&fz_addr);
 	fz_quiet_ev = evtimer_new(fz_base, quiet_cb, NULL);
 	return 0;
 }
@@ -166,20 +159,6 @@ all_closed(const struct client *c, size_t n)
 
 /* ---- checks ----------------------------------------------------------- */
 
-/* console.c's identifier rule: 1 to 128 bytes of UTF-8 without control characters. */
-static int
-ident_ok(const char *s)
-{
-	size_t n = strlen(s), i;
-
-	if (n == 0 || n > 128)
-		return 0;
-	for (i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return 0;
-	return fz_utf8_valid(s, n);
-}
-
 static void
 check_messages(int token, int carries_token)
 {
@@ -192,8 +171,8 @@ check_messages(int token, int carries_token)
 		const struct fz_hub_msg *m = fz_hub_get(i);
 
 		FZ_CHECK(strcmp(m->platform, "console") == 0, "platform %s", m->platform);
-		FZ_CHECK(ident_ok(m->chat_id) && ident_ok(m->user_id) &&
-		    (m->user_name == NULL || ident_ok(m->user_name)), "message %zu: a bad id", i);
+		FZ_CHECK(fz_console_ident_ok(m->chat_id) && fz_console_ident_ok(m->user_id) &&
+		    (m->user_name == NULL || fz_console_ident_ok(m->user_name)), "message %zu: a bad id", i);
 		FZ_CHECK(fz_utf8_valid(m->text, strlen(m->text)) &&
 		    m->text[strspn(m->text, " \t\r\n")] != '\0', "message %zu: a bad text", i);
 		FZ_CHECK(m->chat_type == CHAT_DM && m->thread_id == NULL && m->addressed,
@@ -224,11 +203,9 @@ saved_find(const cJSON *arr, const char *id)
 static cJSON *
 state_json(const char *name)
 {
-	char *text = fz_read(fz_state, name, NULL);
-	cJSON *j = text != NULL ? cJSON_Parse(text) : NULL;
+	cJSON *j = fz_read_json(fz_state, name);
 
 	FZ_CHECK(cJSON_IsObject(j), "%s is missing or not a JSON object after the stop", name);
-	free(text);
 	return j;
 }
 
@@ -305,41 +282,6 @@ check_answers(const struct client *c, size_t n)
 
 /* ---- one run ------------------------------------------------------------ */
 
-static void
-stopped_cb(void *arg)
-{
-	*(int *)arg = 1;
-}
-
-static void *
-console_up(uint8_t flags)
-{
-	cJSON *conf = cJSON_CreateObject();
-	struct fz_hub_conf hc = {
-		.base = fz_base, .mode = (flags & 3) == 3 ? FZ_HUB_LATER : (enum fz_hub_mode)(flags & 3),
-		.echo = (flags >> 2) & 1,
-		.no_status = (flags >> 4) & 1, .ops = &console_ops,
-	};
-	struct plat_env env = {
-		.base = fz_base, .name = "console", .state_dir = fz_state, .listen_fd = fz_listen_fd,
-	};
-	char err[256] = "";
-	void *self;
-
-	cJSON_AddStringToObject(conf, "listen", "127.0.0.1:0");
-	if (flags & 8)
-		cJSON_AddStringToObject(conf, "token", TOKEN);
-	env.conf = conf;
-	env.hub = fz_hub_begin(&hc);
-	self = console_ops.create(&env, err, sizeof(err));
-	FZ_CHECK(self != NULL, "create: %s", err);
-	cJSON_Delete(conf);             /* create keeps nothing of it */
-	fz_hub_set_self(self);
-	console_ops.start(self);
-	FZ_CHECK(fz_hub_state() == PLAT_UP, "not up on the inherited socket");
-	return self;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -348,25 +290,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *part[NCONN];
 	size_t len[NCONN], n, i;
 	struct client cl[NCONN];
-	int stopped = 0, carries = memmem(data, size, TOKEN, strlen(TOKEN)) != NULL;
+	int carries = memmem(data, size, TOKEN, strlen(TOKEN)) != NULL;
+	struct fz_hub_conf hc = {
+		.base = fz_base, .mode = (flags & 3) == 3 ? FZ_HUB_LATER : (enum fz_hub_mode)(flags & 3),
+		.echo = (flags >> 2) & 1, .no_status = (flags >> 4) & 1, .ops = &console_ops,
+	};
 	void *self;
 
 	n = fz_split(&in, part, len, NCONN);
 	fz_clear_dir(fz_state);
-	self = console_up(flags);
+	self = fz_console_up(&hc, fz_state, fz_listen_fd, flags & 8 ? TOKEN : NULL);
 	memset(cl, 0, sizeof(cl));
 	for (i = 0; i < n; i++)
 		cl_open(&cl[i], part[i], len[i], (flags >> 5) & 1);
 	touch();
 	while (!(all_closed(cl, n) || fz_quiet) || fz_hub_pending())
 		event_base_loop(fz_base, EVLOOP_ONCE);
-	console_ops.stop(self, stopped_cb, &stopped);
-	while (!stopped)
-		event_base_loop(fz_base, EVLOOP_ONCE);
-	console_ops.free(self);
+	fz_platform_down(fz_base, &console_ops, self);
 	evtimer_del(fz_quiet_ev);
-	FZ_CHECK(fz_hub_state() == PLAT_STOPPED, "not stopped");
-	FZ_CHECK(fz_hub_sends_settled(), "a send callback did not run exactly once");
 	fz_trace("%zu message(s), %zu repl(ies), answers of %zu connection(s)", fz_hub_count(),
 	    fz_hub_sends(), n);
 	check_messages(flags & 8, carries);
