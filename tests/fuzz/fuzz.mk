@@ -16,6 +16,14 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 FUZZ_CFLAGS  := $(FUZZ_OPT) -std=c11 -D_GNU_SOURCE $(WARN) -Wno-format-nonliteral -MMD -MP \
 	-I. -Icommon -Iworker -Itests/fuzz $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+# The harnesses themselves build with -Werror in CI (the project's sources
+# are held to gcc's warnings, not to clang's).
+FUZZ_HARNESS_CFLAGS := $(if $(CI)$(WERROR),-Werror)
+
+# clang and its libFuzzer runtime, checked the first time a recipe needs
+# them: one line naming the Debian packages when they are missing.
+fuzz_need = $(if $(shell command -v $(FUZZ_CC) 2>/dev/null),,$(error $(FUZZ_CC) not found: install clang libclang-rt-dev (and llvm for symbolized stacks)))$(if $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d[0] + (int)n; }\n' | $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null && echo y),,$(error $(FUZZ_CC) cannot link libFuzzer: install libclang-rt-dev))
+FUZZ_TOOLCHAIN = $(eval FUZZ_TOOLCHAIN := $(fuzz_need))$(FUZZ_TOOLCHAIN)
 
 FUZZ_PROJ_SRC := $(COMMON_SRC) $(WORKER_SRC) supervisor/inbox.c
 FUZZ_HELP_SRC := $(wildcard tests/fuzz/fz_*.c)
@@ -29,7 +37,11 @@ fuzz-build: $(FUZZ_BINS)
 
 $(FUZZ_BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(WORKER_CFLAGS) -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_TOOLCHAIN)$(FUZZ_CFLAGS) $(WORKER_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_TOOLCHAIN)$(FUZZ_CFLAGS) $(FUZZ_HARNESS_CFLAGS) $(WORKER_CFLAGS) -c $< -o $@
 
 $(FUZZ_LIB): $(call fuzz_obj,$(FUZZ_PROJ_SRC))
 	rm -f $@ && ar rcs $@ $^

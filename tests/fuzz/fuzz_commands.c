@@ -29,15 +29,6 @@ static const enum cmd all_cmds[] = {
 	CMD_HELP, CMD_STATUS, CMD_PING, CMD_NEW, CMD_RESET, CMD_STOP, CMD_WHOAMI, CMD_RESTART,
 };
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_setup();
-	return 0;
-}
-
 /* What cmd_parse() should say, worked out independently. */
 static enum cmd
 expected(const char *text, const char **args)

@@ -53,7 +53,7 @@ struct client {
 static struct event_base *fz_base;
 static int fz_listen_fd = -1;
 static struct sockaddr_in fz_addr;
-static char *fz_state, *fz_home;
+static char *fz_state;
 static struct event *fz_quiet_ev;
 static int fz_quiet;
 
@@ -64,14 +64,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	fz_setup();
-	unsetenv("HERMES_CONSOLE_TOKEN");
-	fz_home = fz_subdir("home");
-	setenv("HERMES_HOME", fz_home, 1);
-	fz_state = fz_subdir("state");
-	fz_base = event_base_new();
-	if (fz_base == NULL)
-		abort();
+	fz_base = fz_plat_init(&fz_state);
 	fz_listen_fd = fz_listen_loopback(&fz_addr);
 	fz_quiet_ev = evtimer_new(fz_base, quiet_cb, NULL);
 	return 0;

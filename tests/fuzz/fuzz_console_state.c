@@ -34,7 +34,7 @@ static const char *const fz_files[] = {
 
 static struct event_base *fz_base;
 static int fz_listen_fd;
-static char *fz_state, *fz_home;
+static char *fz_state;
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -43,14 +43,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	fz_setup();
-	unsetenv("HERMES_CONSOLE_TOKEN");
-	fz_home = fz_subdir("home");
-	setenv("HERMES_HOME", fz_home, 1);
-	fz_state = fz_subdir("state");
-	fz_base = event_base_new();
-	if (fz_base == NULL)
-		abort();
+	fz_base = fz_plat_init(&fz_state);
 	fz_listen_fd = fz_listen_loopback(&addr);
 	return 0;
 }

@@ -11,8 +11,8 @@
  * raw (mode even): the rest is sent verbatim as the response, then the
  *   server closes.  Invariants: the done callback runs exactly once; a
  *   transport error has a message that never shows the URL's path (where
- *   a Telegram token lives) and no body; a response has a positive status,
- *   a NUL-terminated body within the cap, and (streamed 2xx) its
+ *   a Telegram token lives) and no body; a response has a NUL-terminated
+ *   body within the cap, and (streamed 2xx) its
  *   body went to the chunk callback, within the cap, instead.
  * built (mode odd): one to three well-formed responses (status, body,
  *   framing by Content-Length, chunked with random chunk sizes and
@@ -198,8 +198,10 @@ check_any(const struct run *r, int i, const struct http_response *rs)
 		FZ_CHECK(rs->body != NULL && rs->body_len == 0, "a failure with a body");
 		return;
 	}
-	/* libevent takes any number as a status ("HTTP/1.1 21 X" gives 21). */
-	FZ_CHECK(rs->status > 0, "status %d", rs->status);
+	/*
+	 * http.h promises a status, not its range: libevent 2.1 takes any
+	 * number ("HTTP/1.1 21 X" gives 21, an overflowing one -1).
+	 */
 	FZ_CHECK(rs->body != NULL && rs->body[rs->body_len] == '\0', "body not NUL-terminated");
 	FZ_CHECK(rs->body_len <= r->max_body, "a body of %zu bytes over the cap %zu",
 	    rs->body_len, r->max_body);

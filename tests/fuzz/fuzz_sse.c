@@ -187,15 +187,6 @@ run(struct sse_parser *p, const char *s, size_t n, int chunked)
 }
 
 int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_setup();
-	return 0;
-}
-
-int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const size_t limits[] = { 0, 1, 2, 7, 16, 64, 300 };

@@ -36,26 +36,6 @@
 
 #define BOT_ID 4242
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_setup();
-	return 0;
-}
-
-static int
-is_int(const char *s)
-{
-	char *end;
-
-	if (*s == '\0')
-		return 0;
-	(void)strtoll(s, &end, 10);
-	return *end == '\0';
-}
-
 static void
 bot_from(uint8_t param, struct tg_bot *bot)
 {
@@ -80,11 +60,11 @@ check_msg(int rc, const char *why, const struct tg_msg *m)
 		return;
 	}
 	FZ_CHECK(why == NULL, "a message with a skip reason");
-	FZ_CHECK(is_int(m->chat_id) && is_int(m->user_id), "ids \"%s\" \"%s\"", m->chat_id,
+	FZ_CHECK(fz_is_int(m->chat_id) && fz_is_int(m->user_id), "ids \"%s\" \"%s\"", m->chat_id,
 	    m->user_id);
 	FZ_CHECK(strncmp(m->message_id, m->chat_id, strlen(m->chat_id)) == 0 &&
 	    m->message_id[strlen(m->chat_id)] == ':' &&
-	    is_int(m->message_id + strlen(m->chat_id) + 1), "message id \"%s\"", m->message_id);
+	    fz_is_int(m->message_id + strlen(m->chat_id) + 1), "message id \"%s\"", m->message_id);
 	snprintf(want, sizeof(want), "%s", m->message_id);
 	FZ_CHECK(m->text != NULL && m->text[0] != '\0', "no text");
 	if (m->text[0] == '/') {
@@ -94,7 +74,7 @@ check_msg(int rc, const char *why, const struct tg_msg *m)
 		FZ_CHECK(m->addressed, "a command is not addressed");
 	}
 	FZ_CHECK((m->chat_type == CHAT_THREAD) == (m->thread_id[0] != '\0'), "thread id");
-	FZ_CHECK(m->thread_id[0] == '\0' || is_int(m->thread_id), "thread id \"%s\"", m->thread_id);
+	FZ_CHECK(m->thread_id[0] == '\0' || fz_is_int(m->thread_id), "thread id \"%s\"", m->thread_id);
 	FZ_CHECK(m->chat_type != CHAT_DM || m->addressed, "a private message not addressed");
 	FZ_CHECK(m->user_name == NULL || m->user_name[0] != '\0', "an empty user name");
 }

@@ -18,15 +18,6 @@
 #include "fz_util.h"
 #include "text.h"
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_setup();
-	return 0;
-}
-
 static int
 all_space(const char *s, size_t n)
 {

@@ -10,6 +10,24 @@
 #include "fz_util.h"
 #include "platforms/console.h"
 
+static char *fz_home;
+
+struct event_base *
+fz_plat_init(char **state_dir)
+{
+	struct event_base *base;
+
+	fz_setup();
+	unsetenv("HERMES_CONSOLE_TOKEN");
+	unsetenv("TELEGRAM_BOT_TOKEN");
+	fz_home = fz_subdir("home");
+	setenv("HERMES_HOME", fz_home, 1);
+	*state_dir = fz_subdir("state");
+	base = event_base_new();
+	FZ_CHECK(base != NULL, "event_base_new");
+	return base;
+}
+
 int
 fz_listen_loopback(struct sockaddr_in *addr)
 {

@@ -16,6 +16,12 @@
 
 struct event_base;
 
+/*
+ * Sets a platform harness up: fz_setup(), no token in the environment,
+ * HERMES_HOME and the state directory (returned in *state_dir) in the
+ * scratch directory.  Returns the harness's event base.
+ */
+struct event_base *fz_plat_init(char **state_dir);
 /* A listening socket on 127.0.0.1 (an ephemeral port, written to *addr); aborts on failure. */
 int fz_listen_loopback(struct sockaddr_in *addr);
 /*

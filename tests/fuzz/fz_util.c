@@ -15,6 +15,16 @@
 #include "log.h"
 #include "util.h"
 
+/* The default set-up; a harness needing more defines its own (this one is weak). */
+__attribute__((weak)) int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	fz_setup();
+	return 0;
+}
+
 void
 fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 {
@@ -137,9 +147,9 @@ fz_rand(uint64_t *s)
 
 static char fz_dir[256];
 
-/* Removes dir and everything below it. */
+/* Removes the files in dir; with tree, its subdirectories and dir itself too. */
 static void
-fz_rm_tree(const char *dir)
+fz_remove(const char *dir, int tree)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -152,20 +162,23 @@ fz_rm_tree(const char *dir)
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-			fz_rm_tree(path);
-		else
+		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+			if (tree)
+				fz_remove(path, 1);
+		} else {
 			unlink(path);
+		}
 	}
 	closedir(d);
-	rmdir(dir);
+	if (tree)
+		rmdir(dir);
 }
 
 static void
 fz_tmpdir_remove(void)
 {
 	if (fz_dir[0] != '\0')
-		fz_rm_tree(fz_dir);
+		fz_remove(fz_dir, 1);
 }
 
 const char *
@@ -200,19 +213,7 @@ fz_subdir(const char *name)
 void
 fz_clear_dir(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char path[1024];
-	struct stat st;
-
-	if (d == NULL)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-			unlink(path);
-	}
-	closedir(d);
+	fz_remove(dir, 0);
 }
 
 void
@@ -305,6 +306,17 @@ fz_utf8_valid(const char *str, size_t len)
 		i += n;
 	}
 	return 1;
+}
+
+int
+fz_is_int(const char *s)
+{
+	char *end;
+
+	if (*s == '\0')
+		return 0;
+	(void)strtoll(s, &end, 10);
+	return *end == '\0';
 }
 
 int

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* fz_util.c has a default (fz_setup() only); a harness may define its own. */
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* Fails the input: prints where and why, then aborts (a crash to libFuzzer). */
@@ -66,6 +67,8 @@ void fz_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* 1 when s[0..len) is strict UTF-8 (no overlongs, surrogates or NULs). */
 int fz_utf8_valid(const char *s, size_t len);
+/* 1 when s is a whole decimal integer (optionally signed). */
+int fz_is_int(const char *s);
 /* The white space text_split() drops: space, \t, \n, \v, \f, \r. */
 int fz_is_space(unsigned char c);
 
