@@ -4,6 +4,7 @@
 # make fuzz-ci             replays each corpus, then fuzzes each target FUZZ_SECONDS (30)
 # make fuzz                the same, FUZZ_SECONDS (600) per target
 # make fuzz-ci FUZZ_TARGETS="sse text_split" FUZZ_SECONDS=60     a subset
+# make fuzz-clean          removes build-fuzz/ (with the corpus the fuzzer grew there)
 #
 # The project's own sources are compiled into each target with the
 # sanitizers and coverage; Debian's libevent, OpenSSL and cJSON are linked
@@ -31,7 +32,7 @@ fuzz_obj       = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))
 FUZZ_LIB      := $(FUZZ_BUILD)/libfuzzproj.a
 FUZZ_BINS      = $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
 
-.PHONY: fuzz-build fuzz-ci fuzz
+.PHONY: fuzz-build fuzz-ci fuzz fuzz-clean
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -56,5 +57,8 @@ fuzz-ci: fuzz-build
 
 fuzz: fuzz-build
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(or $(FUZZ_SECONDS),600) $(FUZZ_TARGETS)
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
 
 -include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
