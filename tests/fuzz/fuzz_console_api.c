@@ -48,6 +48,7 @@ struct client {
 	struct bufferevent *bev;
 	struct evbuffer *got;
 	int eof;
+	int half_close;                 /* nothing to send: shut down once connected */
 };
 
 static struct event_base *fz_base;
@@ -113,6 +114,8 @@ cl_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *c = arg;
 
+	if ((what & BEV_EVENT_CONNECTED) && c->half_close)
+		shutdown(bufferevent_getfd(bev), SHUT_WR);
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		c->eof = 1;
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
@@ -124,19 +127,16 @@ cl_event(struct bufferevent *bev, short what, void *arg)
 static void
 cl_open(struct client *c, const uint8_t *data, size_t len, int keep)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	FZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&fz_addr, sizeof(fz_addr)) == 0,
-	    "connect: %s", strerror(errno));
-	evutil_make_socket_nonblocking(fd);
-	c->bev = bufferevent_socket_new(fz_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->bev = bufferevent_socket_new(fz_base, -1, BEV_OPT_CLOSE_ON_FREE);
 	c->got = evbuffer_new();
+	c->half_close = len == 0 && !keep;
+	FZ_CHECK(c->bev != NULL, "bufferevent");
 	bufferevent_setcb(c->bev, cl_read, keep ? NULL : cl_write, cl_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (len > 0)
 		bufferevent_write(c->bev, data, len);
-	else if (!keep)
-		shutdown(fd, SHUT_WR);
+	FZ_CHECK(bufferevent_socket_connect(c->bev, (struct sockaddr *)&fz_addr,
+	    sizeof(fz_addr)) == 0, "connect: %s", strerror(errno));
 }
 
 static int

@@ -10,8 +10,9 @@
  *          a marker is built from the data instead: written then read back
  *          it is equal.
  * dedup    data is the ids file, then "\n%%\n" and ids to add.  Invariant:
- *          the set equals a model (recordable ids only, no duplicates, the
- *          oldest forgotten beyond the capacity) after loading and after
+ *          the set equals a model (recordable ids only, lines holding a NUL
+ *          left out, no duplicates, the oldest forgotten beyond the
+ *          capacity) after loading and after
  *          adding; saved and loaded again, it is the same set.
  * session  data is an inbound message's chat, user and thread (each up to a
  *          NUL), the content of an entry to append, and the history file.
@@ -193,6 +194,27 @@ lines(char *text, char **out, size_t max)
 	return n;
 }
 
+/*
+ * The lines of a saved ids file (text is modified): split by length, so a
+ * line holding a NUL is damaged and left out, not cut short.
+ */
+static size_t
+file_lines(char *text, size_t len, char **out, size_t max)
+{
+	size_t off = 0, n = 0;
+
+	while (off < len && n < max) {
+		char *nl = memchr(text + off, '\n', len - off);
+		size_t k = nl != NULL ? (size_t)(nl - (text + off)) : len - off;
+
+		text[off + k] = '\0';
+		if (k > 0 && strlen(text + off) == k)
+			out[n++] = text + off;
+		off += k + 1;
+	}
+	return n;
+}
+
 static void
 dedup_same(const struct dedup *d, const struct model *m, char **probe, size_t nprobe,
     const char *when)
@@ -220,9 +242,12 @@ check_dedup(struct fz_in *in, size_t cap)
 
 	fz_split(in, part, len, 2);
 	fz_write(fz_state, "ids", part[0], len[0], 0);
-	file = xstrndup((const char *)part[0], len[0]);
+	file = xmalloc(len[0] + 1);
+	memcpy(file, part[0], len[0]);
+	file[len[0]] = '\0';
 	add = xstrndup((const char *)part[1], len[1]);
-	nfile = len[0] <= cap * (DEDUP_MAX_ID + 1) + 1 ? lines(file, fl, ARRAY_LEN(fl)) : 0;
+	nfile = len[0] <= cap * (DEDUP_MAX_ID + 1) + 1 ? file_lines(file, len[0], fl,
+	    ARRAY_LEN(fl)) : 0;
 	nadd = lines(add, al, ARRAY_LEN(al));
 	for (i = 0; i < nfile; i++)
 		model_add(&m, fl[i]);

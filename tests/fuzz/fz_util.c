@@ -259,6 +259,7 @@ fz_trace(const char *fmt, ...)
 		on = getenv("FUZZ_TRACE") != NULL;
 	if (!on)
 		return;
+	fprintf(stderr, "[%llu ms] ", (unsigned long long)mono_msec());
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
