@@ -61,8 +61,7 @@ struct state {
 	char *cursor;
 	struct rec *in, *out;
 	size_t nin, nout;
-	char **handled;                 /* oldest first, at most cap */
-	size_t nhandled, cap;
+	struct fz_set handled;          /* oldest first, at most handled.cap */
 };
 
 static void
@@ -80,14 +79,10 @@ recs_free(struct rec *r, size_t n)
 static void
 state_free(struct state *s)
 {
-	size_t i;
-
 	free(s->cursor);
 	recs_free(s->in, s->nin);
 	recs_free(s->out, s->nout);
-	for (i = 0; i < s->nhandled; i++)
-		free(s->handled[i]);
-	free(s->handled);
+	fz_set_free(&s->handled);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -123,31 +118,6 @@ recs_remove(struct rec *r, size_t *n, size_t i)
 	(*n)--;
 }
 
-static int
-handled_has(const struct state *s, const char *id)
-{
-	size_t i;
-
-	for (i = 0; i < s->nhandled; i++)
-		if (strcmp(s->handled[i], id) == 0)
-			return 1;
-	return 0;
-}
-
-static void
-handled_add(struct state *s, const char *id)
-{
-	if (handled_has(s, id))
-		return;
-	if (s->nhandled == s->cap) {
-		free(s->handled[0]);
-		memmove(s->handled, s->handled + 1, (s->nhandled - 1) * sizeof(char *));
-		s->nhandled--;
-	}
-	s->handled = xrealloc(s->handled, (s->nhandled + 1) * sizeof(char *));
-	s->handled[s->nhandled++] = xstrdup(id);
-}
-
 /* The model of one record read back (intake_apply's rules). */
 static void
 model_apply(struct state *s, char type, const char *id, const char *data, size_t len)
@@ -156,13 +126,13 @@ model_apply(struct state *s, char type, const char *id, const char *data, size_t
 
 	switch (type) {
 	case 'I':
-		if (recs_find(s->in, s->nin, id) < 0 && !handled_has(s, id))
+		if (recs_find(s->in, s->nin, id) < 0 && !fz_set_has(&s->handled, id))
 			recs_push(&s->in, &s->nin, id, data, len);
 		break;
 	case 'H':
 		if ((i = recs_find(s->in, s->nin, id)) >= 0)
 			recs_remove(s->in, &s->nin, (size_t)i);
-		handled_add(s, id);
+		fz_set_add(&s->handled, id);
 		break;
 	case 'O':
 		if (recs_find(s->out, s->nout, id) < 0)
@@ -201,7 +171,7 @@ grab(const struct intake *in, struct state *s, size_t cap)
 	const char *c = intake_cursor(in);
 
 	memset(s, 0, sizeof(*s));
-	s->cap = cap;
+	s->handled.cap = cap;
 	s->cursor = c != NULL ? xstrdup(c) : NULL;
 	intake_each_inbound(in, grab_cb, &gi);
 	intake_each_outbound(in, grab_cb, &go);
@@ -230,7 +200,7 @@ same(const struct state *want, const struct intake *in, char **ids, size_t nids,
 	struct state got;
 	size_t i;
 
-	grab(in, &got, want->cap);
+	grab(in, &got, want->handled.cap);
 	FZ_CHECK((want->cursor == NULL) == (got.cursor == NULL) &&
 	    (want->cursor == NULL || strcmp(want->cursor, got.cursor) == 0),
 	    "%s: cursor \"%s\", expected \"%s\"", when, got.cursor ? got.cursor : "(none)",
@@ -238,9 +208,9 @@ same(const struct state *want, const struct intake *in, char **ids, size_t nids,
 	recs_same(want->in, want->nin, got.in, got.nin, "inbound");
 	recs_same(want->out, want->nout, got.out, got.nout, "outbound");
 	for (i = 0; i < nids; i++)
-		FZ_CHECK(intake_handled(in, ids[i]) == handled_has(want, ids[i]),
+		FZ_CHECK(intake_handled(in, ids[i]) == fz_set_has(&want->handled, ids[i]),
 		    "%s: \"%.40s\" handled %d, expected %d", when, ids[i],
-		    intake_handled(in, ids[i]), handled_has(want, ids[i]));
+		    intake_handled(in, ids[i]), fz_set_has(&want->handled, ids[i]));
 	state_free(&got);
 }
 
@@ -345,7 +315,7 @@ check_records(struct fz_in *in, size_t cap)
 	FILE *f;
 	char *file = NULL;
 	size_t flen = 0;
-	struct state model = { .cap = cap };
+	struct state model = { .handled.cap = cap };
 	size_t tlen = strlen(text);
 	int torn = tlen > 0 && text[tlen - 1] != '\n';
 
@@ -395,7 +365,7 @@ committed(void *arg, int ok)
 static void
 check_ops(struct fz_in *in, size_t cap)
 {
-	struct state model = { .cap = cap };
+	struct state model = { .handled.cap = cap };
 	struct rec *staged = NULL;
 	size_t nstaged = 0, i, nids = 0;
 	struct intake *it;
@@ -418,7 +388,7 @@ check_ops(struct fz_in *in, size_t cap)
 			data[strcspn(data, "\n")] = '\0';
 			r = intake_add(it, ids[k], data, strlen(data));
 			FZ_CHECK(r == ((recs_find(model.in, model.nin, ids[k]) >= 0 ||
-			    recs_find(staged, nstaged, ids[k]) >= 0 || handled_has(&model, ids[k])) ?
+			    recs_find(staged, nstaged, ids[k]) >= 0 || fz_set_has(&model.handled, ids[k])) ?
 			    INTAKE_DUP : INTAKE_NEW), "add %s gave %d", ids[k], r);
 			if (r == INTAKE_NEW)
 				recs_push(&staged, &nstaged, ids[k], data, strlen(data));

@@ -139,11 +139,6 @@ check_marker_built(struct fz_in *in)
 
 /* ---- handled ids ------------------------------------------------------ */
 
-struct model {
-	char **id;                      /* oldest first */
-	size_t n, cap;
-};
-
 static int
 recordable(const char *id)
 {
@@ -157,29 +152,11 @@ recordable(const char *id)
 	return 1;
 }
 
+/* The model of dedup_add(): recordable ids only, the oldest forgotten beyond cap. */
 static int
-model_has(const struct model *m, const char *id)
+model_add(struct fz_set *m, const char *id)
 {
-	size_t i;
-
-	for (i = 0; i < m->n; i++)
-		if (strcmp(m->id[i], id) == 0)
-			return 1;
-	return 0;
-}
-
-static int
-model_add(struct model *m, const char *id)
-{
-	if (!recordable(id) || model_has(m, id))
-		return 0;
-	if (m->n == m->cap) {
-		free(m->id[0]);
-		memmove(m->id, m->id + 1, (m->n - 1) * sizeof(char *));
-		m->n--;
-	}
-	m->id[m->n++] = xstrdup(id);
-	return 1;
+	return recordable(id) && fz_set_add(m, id);
 }
 
 /* The lines of text as NUL-separated strings (text is modified); empty lines skipped. */
@@ -216,17 +193,18 @@ file_lines(char *text, size_t len, char **out, size_t max)
 }
 
 static void
-dedup_same(const struct dedup *d, const struct model *m, char **probe, size_t nprobe,
+dedup_same(const struct dedup *d, const struct fz_set *m, char **probe, size_t nprobe,
     const char *when)
 {
 	size_t i;
 
 	FZ_CHECK(dedup_count(d) == m->n, "%s: %zu ids, model %zu", when, dedup_count(d), m->n);
 	for (i = 0; i < m->n; i++)
-		FZ_CHECK(dedup_has(d, m->id[i]), "%s: id %zu \"%.40s\" missing", when, i, m->id[i]);
+		FZ_CHECK(dedup_has(d, m->v[i]), "%s: id %zu \"%.40s\" missing", when, i, m->v[i]);
 	for (i = 0; i < nprobe; i++)
-		FZ_CHECK(dedup_has(d, probe[i]) == model_has(m, probe[i]),
-		    "%s: \"%.40s\" is %s", when, probe[i], model_has(m, probe[i]) ? "lost" : "invented");
+		FZ_CHECK(dedup_has(d, probe[i]) == fz_set_has(m, probe[i]),
+		    "%s: \"%.40s\" is %s", when, probe[i], fz_set_has(m, probe[i]) ? "lost" :
+		    "invented");
 }
 
 static void
@@ -236,7 +214,7 @@ check_dedup(struct fz_in *in, size_t cap)
 	size_t len[2], nfile, nadd, i;
 	char *file, *add, *fl[4096], *al[4096];
 	char *path = xasprintf("%s/ids", fz_state);
-	struct model m = { xcalloc(cap, sizeof(char *)), 0, cap };
+	struct fz_set m = { .cap = cap };
 	struct dedup *d, *again;
 	int added = 0;
 
@@ -265,9 +243,7 @@ check_dedup(struct fz_in *in, size_t cap)
 	dedup_same(again, &m, al, nadd, "saved and loaded");
 	dedup_free(again);
 	dedup_free(d);
-	for (i = 0; i < m.n; i++)
-		free(m.id[i]);
-	free(m.id);
+	fz_set_free(&m);
 	free(file);
 	free(add);
 	free(path);

@@ -310,6 +310,44 @@ fz_utf8_valid(const char *str, size_t len)
 }
 
 int
+fz_set_has(const struct fz_set *s, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		if (strcmp(s->v[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+int
+fz_set_add(struct fz_set *s, const char *id)
+{
+	if (fz_set_has(s, id))
+		return 0;
+	if (s->cap > 0 && s->n == s->cap) {
+		free(s->v[0]);
+		memmove(s->v, s->v + 1, (s->n - 1) * sizeof(char *));
+		s->n--;
+	}
+	s->v = xrealloc(s->v, (s->n + 1) * sizeof(char *));
+	s->v[s->n++] = xstrdup(id);
+	return 1;
+}
+
+void
+fz_set_free(struct fz_set *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = 0;
+}
+
+int
 fz_is_int(const char *s)
 {
 	char *end;

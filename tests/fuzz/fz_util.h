@@ -62,6 +62,19 @@ char *fz_read(const char *dir, const char *name, size_t *len);
 /* Sends the project's log to /dev/null unless FUZZ_LOG is set; ignores SIGPIPE. */
 void fz_setup(void);
 
+/*
+ * A model of a bounded set of strings that forgets its oldest member
+ * beyond cap (0: unbounded), as the handled-id sets do.
+ */
+struct fz_set {
+	char **v;                       /* oldest first */
+	size_t n, cap;
+};
+int fz_set_has(const struct fz_set *s, const char *id);
+/* Adds id unless present; returns 1 when added. */
+int fz_set_add(struct fz_set *s, const char *id);
+void fz_set_free(struct fz_set *s);
+
 /* Prints to stderr when FUZZ_TRACE is set: what a harness did with an input. */
 void fz_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
