@@ -800,6 +800,15 @@ inbox_queue(struct console *c, enum con_in_state st)
 	return NULL;
 }
 
+/* A time read back from a state file: a whole number of seconds in range, else dflt. */
+static time_t
+con_saved_time(const cJSON *t, time_t dflt)
+{
+	if (!cJSON_IsNumber(t) || !(t->valuedouble >= 0 && t->valuedouble <= 253402300799.0))
+		return dflt;                    /* absent, negative, NaN, past the year 9999 */
+	return (time_t)t->valuedouble;
+}
+
 static struct con_inbox *
 inbox_new(struct console *c, uint64_t id, const char *chat_id,
     const char *user_id, const char *user_name, const char *text, time_t t,
@@ -1109,7 +1118,7 @@ outbox_load_one(struct console *c, const cJSON *it, uint64_t *next)
 	m->text = xstrdup(text);
 	m->thread_id = thread != NULL ? xstrdup(thread) : NULL;
 	m->reply_to = rt != NULL ? xstrdup(rt) : NULL;
-	m->time = cJSON_IsNumber(t) ? (time_t)t->valuedouble : 0;
+	m->time = con_saved_time(t, 0);
 	outbox_append(c, m);
 	id_seen(next, v);
 }
@@ -1138,7 +1147,7 @@ inbox_load_one(struct console *c, const cJSON *it, struct con_load *ld)
 		return;
 	}
 	in = inbox_new(c, id, chat, user, name, text,
-	    cJSON_IsNumber(t) ? (time_t)t->valuedouble : time(NULL), IN_HELD);
+	    con_saved_time(t, time(NULL)), IN_HELD);
 	in->replied = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "replied"));
 }
 
